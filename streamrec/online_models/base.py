@@ -1,0 +1,57 @@
+"""What every candidate source shares: learn from one interaction, score the whole catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from streamrec.online_models.catalog import Catalog
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Iterable[int] = (), floor: float = 0.0) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first, skipping ``exclude`` and scores not
+    above ``floor`` (by default a source with nothing to say about an item does not propose it).
+
+    >>> top_k(np.array([0.1, 0.9, 0.0, 0.5]), 2).tolist()
+    [1, 3]
+    >>> top_k(np.array([0.1, 0.9, 0.0, 0.5]), 5, exclude=[1]).tolist()
+    [3, 0]
+    """
+    s = scores.astype(np.float64, copy=True)
+    ex = np.fromiter(exclude, dtype=np.int64)
+    if ex.size:
+        s[ex[ex < len(s)]] = -np.inf
+    positive = int(np.count_nonzero(s > floor))
+    k = min(k, positive)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
+    return part[np.argsort(-s[part], kind="stable")]
+
+
+class CandidateSource:
+    """Base class: subclasses set ``name`` and implement ``learn_one`` and ``score_all``.
+
+    ``score_all(user, now)`` returns one score per catalogue index (0 means "no opinion");
+    ``recommend`` turns it into a ranked list of item ids.
+    """
+
+    name = "source"
+    catalog: Catalog
+    #: Scores at or below this mean "no opinion".
+    floor = 0.0
+
+    def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
+        raise NotImplementedError
+
+    def score_all(self, user: str, now: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
+                  now: float = 0.0) -> list[tuple[str, float]]:
+        """The ``k`` best items for ``user`` as ``(item_id, score)``, excluding ``exclude``."""
+        scores = self.score_all(user, now)
+        ex = [self.catalog.index[i] for i in exclude if i in self.catalog.index]
+        idx = top_k(scores, k, ex, self.floor)
+        return [(self.catalog.ids[j], float(scores[j])) for j in idx]

@@ -1,0 +1,125 @@
+"""Item-to-item co-visitation: items consumed close together by the same user."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from streamrec.online_models.base import CandidateSource
+from streamrec.online_models.catalog import Catalog, grow_rows
+from streamrec.online_models.popularity import epoch_of
+
+
+class CoVisitation(CandidateSource):
+    """Decayed co-occurrence counts between items in each user's recent history.
+
+    When a user consumes item ``i``, every item ``j`` among their last ``window`` items gains
+    weight ``1 / distance`` toward ``i`` (and back), decaying with ``half_life_s``. Each item
+    keeps at most ``max_neighbours`` neighbours (the strongest), so memory stays bounded. A user
+    is scored from their last ``window`` items, recent ones counting more; neighbour weights
+    are divided by ``neighbour_count ** popularity_damping`` so that popular items do not
+    dominate every list.
+
+    Examples
+    --------
+    >>> cv = CoVisitation()
+    >>> for user, items in {"ann": ["tea", "cake"], "bob": ["tea", "cake"], "cid": ["tea", "jam"]}.items():
+    ...     for t, item in enumerate(items):
+    ...         cv.learn_one(user, item, ts=t)
+    >>> cv.learn_one("dan", "tea", ts=5)
+    >>> [item for item, _ in cv.recommend("dan", k=2, exclude=["tea"], now=5)]
+    ['cake', 'jam']
+    """
+
+    name = "covisitation"
+
+    def __init__(self, catalog: Catalog | None = None, window: int = 10,
+                 max_neighbours: int = 100, half_life_s: float = 7 * 86400.0,
+                 popularity_damping: float = 0.3, view_weight: float = 0.5) -> None:
+        self.catalog = catalog if catalog is not None else Catalog()
+        self.window = window
+        self.max_neighbours = max_neighbours
+        self.half_life_s = half_life_s
+        self.popularity_damping = popularity_damping
+        self.view_weight = view_weight
+        self.neighbours: dict[int, dict[int, float]] = {}
+        self.recent: dict[str, deque[int]] = {}
+        self._count = np.zeros(1024, dtype=np.float64)
+        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.epoch: float | None = None
+        #: Pair increments not yet written to shared storage (``None``: not collected).
+        self.journal: dict[tuple[str, str], float] | None = None
+
+    def _scale(self, ts: float) -> float:
+        epoch = epoch_of(ts, self.half_life_s)
+        if self.epoch is None:
+            self.epoch = epoch
+        elif epoch > self.epoch:
+            f = 2.0 ** (-(epoch - self.epoch) / self.half_life_s)
+            for nb in self.neighbours.values():
+                for j in nb:
+                    nb[j] *= f
+            self._count *= f
+            self._arrays.clear()
+            self.epoch = epoch
+        return 2.0 ** ((ts - self.epoch) / self.half_life_s)
+
+    def add_pair(self, a: int, b: int, w: float) -> None:
+        """Strengthen the link ``a -> b`` by ``w`` (raw, epoch-scaled units)."""
+        nb = self.neighbours.get(a)
+        if nb is None:
+            nb = self.neighbours[a] = {}
+        nb[b] = nb.get(b, 0.0) + w
+        if len(nb) > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
+            keep = sorted(nb.items(), key=lambda kv: kv[1], reverse=True)[: self.max_neighbours]
+            self.neighbours[a] = dict(keep)
+        self._arrays.pop(a, None)
+
+    def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
+        i = self.catalog.add(item, ts)
+        scale = self._scale(ts) * (1.0 if clicked else self.view_weight)
+        self._count = grow_rows(self._count, i + 1)
+        self._count[i] += scale
+        hist = self.recent.get(user)
+        if hist is None:
+            hist = self.recent[user] = deque(maxlen=self.window)
+        ids = self.catalog.ids
+        for dist, j in enumerate(reversed(hist), start=1):
+            if j == i:
+                continue
+            w = scale / dist
+            self.add_pair(i, j, w)
+            self.add_pair(j, i, w)
+            if self.journal is not None:
+                key = (ids[j], item)
+                self.journal[key] = self.journal.get(key, 0.0) + w
+        hist.append(i)
+
+    def _neighbour_arrays(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        arr = self._arrays.get(j)
+        if arr is None:
+            nb = self.neighbours.get(j, {})
+            idx = np.fromiter(nb.keys(), dtype=np.int64, count=len(nb))
+            w = np.fromiter(nb.values(), dtype=np.float64, count=len(nb))
+            arr = self._arrays[j] = (idx, w)
+        return arr
+
+    def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
+        n = len(self.catalog)
+        hist = self.recent.get(user)
+        if not hist:
+            return np.zeros(n)
+        parts_i, parts_w = [], []
+        for dist, j in enumerate(reversed(hist), start=1):
+            idx, w = self._neighbour_arrays(j)
+            if idx.size:
+                parts_i.append(idx)
+                parts_w.append(w / dist)
+        if not parts_i:
+            return np.zeros(n)
+        s = np.bincount(np.concatenate(parts_i), np.concatenate(parts_w), minlength=n)[:n]
+        if self.popularity_damping:
+            s /= np.maximum(self._count[:n], 1e-300) ** self.popularity_damping
+        s[~np.isfinite(s)] = 0.0
+        return s
