@@ -120,6 +120,7 @@ class CoVisitation(CandidateSource):
             return np.zeros(n)
         s = np.bincount(np.concatenate(parts_i), np.concatenate(parts_w), minlength=n)[:n]
         if self.popularity_damping:
+            self._count = grow_rows(self._count, n)
             s /= np.maximum(self._count[:n], 1e-300) ** self.popularity_damping
         s[~np.isfinite(s)] = 0.0
         return s

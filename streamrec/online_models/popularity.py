@@ -81,6 +81,7 @@ class DecayedPopularity(CandidateSource):
             self._raw[j] = v * factor
 
     def score_all(self, user: str | None = None, now: float = 0.0) -> np.ndarray:
+        self._raw = grow_rows(self._raw, len(self.catalog))
         raw = self._raw[: len(self.catalog)]
         if self.epoch is None:
             return raw.copy()
