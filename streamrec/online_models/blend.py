@@ -45,14 +45,17 @@ class Blend:
     Examples
     --------
     >>> blend = Blend(seed=0)
-    >>> log = [("ann", "tea"), ("ann", "cake"), ("bob", "tea"), ("bob", "cake"),
-    ...        ("cid", "tea"), ("cid", "cake"), ("dan", "beer"), ("eve", "tea")]
-    >>> for t, (user, item) in enumerate(log):
-    ...     _ = blend.recommend("eve", now=t)
-    ...     blend.learn_one(user, item, ts=t, clicked=True)
-    >>> recs = blend.recommend("eve", k=2, now=10)
-    >>> recs[0].item_id, "covisitation" in recs[0].sources
-    ('cake', True)
+    >>> t = 0
+    >>> for n in range(60):  # people who watch a show tend to watch its sequel next
+    ...     show = f"show{n % 5}"
+    ...     for item in (show, f"{show}-sequel", f"filler{n}"):
+    ...         _ = blend.recommend(f"user{n}", now=t)  # test, then train
+    ...         blend.learn_one(f"user{n}", item, ts=t, clicked=True)
+    ...         t += 1
+    >>> blend.learn_one("eve", "show3", ts=t)
+    >>> best = blend.recommend("eve", k=3, now=t)[0]
+    >>> best.item_id, "covisitation" in best.sources
+    ('show3-sequel', True)
     """
 
     name = "blend"
