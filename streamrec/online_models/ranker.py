@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from river import linear_model, optim, preprocessing
+from river import linear_model, optim, preprocessing, utils
 
 
 class OnlineRanker:
@@ -56,3 +56,21 @@ class OnlineRanker:
         # Differences are centred by construction, so only the scale matters for the order.
         scale = np.where(var > 0, 1.0 / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
         return X @ (w * scale)
+
+    def state(self) -> dict:
+        """Weights and scaler statistics as plain JSON-able data (no pickle)."""
+        sc = self.scaler
+        return {"features": self.feature_names, "n_learned": self.n_learned,
+                "weights": dict(self.classifier.weights),
+                "counts": dict(sc.counts), "means": dict(sc.means), "vars": dict(sc.vars)}
+
+    def load_state(self, state: dict) -> None:
+        if state.get("features") != self.feature_names:
+            return  # saved by another version of the feature set: start afresh
+        self.n_learned = int(state["n_learned"])
+        self.classifier._weights = utils.VectorDict(
+            {k: float(v) for k, v in state["weights"].items()})
+        for name in ("counts", "means", "vars"):
+            stat = getattr(self.scaler, name)
+            stat.clear()
+            stat.update({k: float(v) for k, v in state[name].items()})

@@ -1,0 +1,82 @@
+"""Runs one engine step over a Faust micro-batch and publishes what it produced.
+
+A worker never dies on one bad event: invalid events become dead letters inside the engine;
+if a batch fails for another reason, Redis being unreachable is retried with back-off, and any
+other error is isolated by re-running the batch one message at a time, so only the message
+that fails goes to the dead-letter topic (with the error as its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.exceptions
+
+from streamrec.agents.engine import Incoming, Outgoing, reject
+from streamrec.streams import dead_letter, metrics
+from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS
+
+log = logging.getLogger(__name__)
+
+Step = Callable[[Sequence[Incoming]], Awaitable[Outgoing]]
+
+
+def incoming(events) -> list[Incoming]:
+    """Our view of Faust events (raw bytes and where they came from)."""
+    return [Incoming(e.message.value, e.message.topic, e.message.partition, e.message.offset,
+                     e.message.timestamp) for e in events]
+
+
+async def run_step(step: Step, batch: Sequence[Incoming], agent: str,
+                   max_retries: int = 30) -> Outgoing:
+    for attempt in range(max_retries):
+        try:
+            return await step(batch)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            delay = min(0.1 * 2 ** attempt, 5.0)
+            log.warning("%s: Redis unavailable (%s); retrying the batch in %.1fs", agent, exc, delay)
+            await asyncio.sleep(delay)
+        except Exception as exc:
+            if len(batch) == 1:
+                log.exception("%s: internal error on %s:%d@%d", agent, batch[0].topic,
+                              batch[0].partition, batch[0].offset)
+                out = Outgoing([], [], {})
+                reject(batch[0], f"internal error: {exc!r}"[:500], out)
+                return out
+            log.warning("%s: batch failed (%r); isolating the message at fault", agent, exc)
+            merged = Outgoing([], [], {})
+            for msg in batch:
+                one = await run_step(step, [msg], agent, max_retries)
+                merged.recommendations += one.recommendations
+                merged.dead_letters += one.dead_letters
+                for k, v in one.stats.items():
+                    merged.stats[k] = merged.stats.get(k, 0) + v
+            return merged
+    raise RuntimeError(f"{agent}: Redis unavailable after {max_retries} attempts")
+
+
+async def publish(producer, out: Outgoing) -> None:
+    """Queue every list and dead letter on the producer (it batches the network writes)."""
+    send = producer.send
+    for key, value in out.recommendations:
+        await send(RECOMMENDATIONS, key, value, None, None, None)
+    for value, headers in out.dead_letters:
+        await send(DEAD_LETTER, None, value, None, None, headers)
+        metrics.DEAD_LETTERS.labels(dead_letter.reason_kind(dead_letter.reason_of(headers))).inc()
+    metrics.RECOMMENDATIONS.inc(len(out.recommendations))
+    for k, v in out.stats.items():
+        if k.startswith("events_"):
+            metrics.EVENTS.labels(k[len("events_"):]).inc(v)
+
+
+async def process(producer, step: Step, events, agent: str) -> Outgoing:
+    t0 = time.perf_counter()
+    batch = incoming(events)
+    out = await run_step(step, batch, agent)
+    await publish(producer, out)
+    metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - t0)
+    metrics.BATCH_SIZE.labels(agent).observe(len(batch))
+    return out

@@ -1,0 +1,280 @@
+"""The ``streamrec`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streamrec.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Event-driven streaming recommender: Kafka events in, fresh top-K lists out.")
+console = Console(stderr=True)
+
+
+def _settings(kafka: Optional[str], redis: Optional[str], partitions: Optional[int] = None) -> Settings:
+    s = Settings()
+    s.kafka = kafka or s.kafka
+    s.redis = redis or s.redis
+    if partitions:
+        s.partitions = partitions
+    return s
+
+
+def _need_cluster(s: Settings) -> None:
+    if not s.kafka:
+        console.print("[red]No broker: set STREAMREC_KAFKA or pass --kafka host:port[/red]")
+        raise typer.Exit(2)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=console,
+                    transient=False)
+
+
+@app.command()
+def worker(
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    redis: Optional[str] = typer.Option(None, help="Redis URL [env STREAMREC_REDIS]"),
+    embedded: bool = typer.Option(False, help="Start an embedded broker and redis-server"),
+    engine: str = typer.Option("pipeline", help="pipeline, or a benchmark baseline: naive, passthrough"),
+    partitions: Optional[int] = typer.Option(None, help="Partitions per topic [env STREAMREC_PARTITIONS]"),
+    web_port: int = typer.Option(0, help="Port of the worker's web server (/metrics); 0 picks one"),
+    loglevel: str = typer.Option("warning", help="Faust log level"),
+) -> None:
+    """Run a Faust worker: consume events, update the models, publish recommendations."""
+    from streamrec.worker import run_worker
+
+    s = _settings(kafka, redis, partitions)
+    s.engine = engine
+    s.web_port = web_port or s.web_port
+    rt = None
+    if embedded:
+        from streamrec.embedded import EmbeddedRuntime
+
+        rt = EmbeddedRuntime().start()
+        s.kafka, s.redis = rt.kafka, rt.redis
+        console.print(f"embedded broker {rt.kafka}, redis {rt.redis}, logs in {rt.run_dir}")
+    if not s.kafka or not s.redis:
+        console.print("[red]Set STREAMREC_KAFKA and STREAMREC_REDIS, or pass --embedded[/red]")
+        raise typer.Exit(2)
+    try:
+        run_worker(s, loglevel)
+    finally:
+        if rt is not None:
+            rt.stop()
+
+
+@app.command()
+def simulate(
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    out: Optional[Path] = typer.Option(None, help="Write events to this JSONL file instead"),
+    events: Optional[int] = typer.Option(None, help="Stop after this many events"),
+    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds"),
+    rate: float = typer.Option(200.0, help="Events per second; 0 = as fast as possible"),
+    users: int = typer.Option(2000), items: int = typer.Option(1000),
+    seed: int = typer.Option(0),
+) -> None:
+    """Generate a synthetic world and publish its events (or write them to JSONL)."""
+    from streamrec.simulator.world import World, WorldConfig
+
+    world = World(WorldConfig(n_users=users, n_items=items, seed=seed,
+                              events_per_s=rate or 1000.0))
+    if out is not None:
+        from streamrec.simulator.logs import write_jsonl
+
+        limit = events or 100_000
+        n = write_jsonl(itertools.islice(world.events(time.time() - limit / (rate or 1000.0)), limit), out)
+        console.print(f"wrote {n} events to {out}")
+        return
+    s = _settings(kafka, None)
+    _need_cluster(s)
+    if events is None and duration is None:
+        duration = 60.0
+    from streamrec.simulator.publish import publish
+
+    stream = world.events(time.time())
+    if events is not None:
+        stream = itertools.islice(stream, events)
+    stats = asyncio.run(_publish_with_progress(stream, s, rate=rate or None, duration_s=duration,
+                                               total=events))
+    console.print(f"published {stats.events} events {stats.by_type} in {stats.seconds:.1f}s")
+
+
+async def _publish_with_progress(events, s: Settings, total: Optional[int] = None, **kw):
+    from streamrec.simulator.publish import publish
+    from streamrec.streams.topics import ensure_topics
+
+    await ensure_topics(s.kafka, s.partitions, s.replication)
+    with _progress() as progress:
+        task = progress.add_task("publishing", total=total, rate="")
+        t0 = time.monotonic()
+        count = itertools.count(1)
+
+        def tick(ev, sent_at):
+            n = next(count)
+            if n % 200 == 0:
+                progress.update(task, completed=n, rate=f"{n / (time.monotonic() - t0):,.0f} ev/s")
+
+        stats = await publish(events, s.kafka, on_event=tick, **kw)
+        progress.update(task, completed=stats.events)
+    return stats
+
+
+def _load_events(file: Path, fmt: str, mapping: str, default_type: Optional[str]):
+    from streamrec.simulator import logs
+
+    if fmt == "auto":
+        fmt = "csv" if file.suffix.lower() == ".csv" else "jsonl"
+    if fmt == "csv":
+        return logs.read_csv(file, logs.parse_mapping(mapping), default_type)
+    if fmt == "jsonl":
+        return logs.read_jsonl(file)
+    raise typer.BadParameter(f"unknown format {fmt!r}: jsonl or csv")
+
+
+@app.command()
+def replay(
+    file: Optional[Path] = typer.Argument(None, help="JSONL or CSV event log"),
+    dataset: Optional[str] = typer.Option(None, help="Instead of FILE: movielens-100k"),
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    speed: float = typer.Option(0.0, help="Times faster than recorded; 0 = as fast as possible"),
+    fmt: str = typer.Option("auto", "--format", help="jsonl, csv or auto (by extension)"),
+    columns: str = typer.Option("", help="CSV column mapping: user_id=uid,item_id=movie,ts=time"),
+    default_type: Optional[str] = typer.Option(None, help="CSV event type when there is no type column"),
+    limit: Optional[int] = typer.Option(None, help="Replay at most this many events"),
+) -> None:
+    """Publish a recorded event log in timestamp order."""
+    s = _settings(kafka, None)
+    _need_cluster(s)
+    if dataset:
+        events = _dataset(dataset)
+    elif file is not None:
+        if not file.is_file():
+            raise typer.BadParameter(f"{file} does not exist")
+        events = _load_events(file, fmt, columns, default_type)
+    else:
+        raise typer.BadParameter("give a FILE or --dataset")
+    events = sorted(events, key=lambda e: e.ts or 0.0)  # stable: ties keep file order
+    if limit:
+        events = events[:limit]
+    stats = asyncio.run(_publish_with_progress(iter(events), s, total=len(events),
+                                               speed=speed or None))
+    console.print(f"replayed {stats.events} events {stats.by_type} in {stats.seconds:.1f}s")
+
+
+def _dataset(name: str):
+    from streamrec.simulator.movielens import DatasetMissing, movielens_100k
+
+    if name != "movielens-100k":
+        raise typer.BadParameter(f"unknown dataset {name!r}: movielens-100k")
+    try:
+        return list(movielens_100k())
+    except DatasetMissing as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+
+
+@app.command()
+def tail(
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines"),
+    from_beginning: bool = typer.Option(False, help="Start at the oldest message"),
+    limit: Optional[int] = typer.Option(None, help="Stop after this many messages"),
+    topic: str = typer.Option("recommendations", help="recommendations or dead-letter"),
+) -> None:
+    """Follow the recommendations (or dead-letter) topic."""
+    from streamrec.simulator.tail import follow
+
+    s = _settings(kafka, None)
+    _need_cluster(s)
+    try:
+        asyncio.run(follow(s.kafka, topic, as_json, from_beginning, limit))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def evaluate(
+    dataset: Optional[str] = typer.Option(None, help="movielens-100k"),
+    log: Optional[Path] = typer.Option(None, help="JSONL event log"),
+    models: str = typer.Option("", help="Comma-separated subset of: popularity, covisitation, "
+                               "isgd, river_biasedmf, blend"),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N events"),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
+) -> None:
+    """Prequential (test-then-train) evaluation of the online models, without Kafka."""
+    from streamrec.simulator.evaluate import default_models, prequential
+
+    if dataset:
+        events = _dataset(dataset)
+    elif log is not None:
+        if not log.is_file():
+            raise typer.BadParameter(f"{log} does not exist")
+        events = sorted(_load_events(log, "jsonl", "", None), key=lambda e: e.ts or 0.0)
+    else:
+        raise typer.BadParameter("give --dataset or --log")
+    if limit:
+        events = events[:limit]
+    chosen = default_models()
+    if models:
+        wanted = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = set(wanted) - chosen.keys()
+        if unknown:
+            raise typer.BadParameter(f"unknown models {sorted(unknown)}; have {sorted(chosen)}")
+        chosen = {k: v for k, v in chosen.items() if k in wanted}
+    with _progress() as progress:
+        task = progress.add_task("evaluating", total=len(events), rate="")
+        t0 = time.monotonic()
+
+        def tick(n):
+            progress.update(task, completed=n, rate=f"{n / (time.monotonic() - t0):,.0f} ev/s")
+
+        result = prequential(events, chosen, progress=tick)
+        progress.update(task, completed=len(events))
+    table = Table(title=f"prequential, {result['events']} events, {result['clicks']} clicks")
+    cols = ["hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "coverage", "events_per_s"]
+    table.add_column("model")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for name, m in result["models"].items():
+        table.add_row(name, *(f"{m[c]:,.0f}" if c == "events_per_s" else f"{m[c]:.4f}" for c in cols))
+    console.print(table)
+    if as_json:
+        print(json.dumps(result))
+
+
+@app.command()
+def demo(
+    duration: float = typer.Option(60.0, help="Seconds of simulated traffic"),
+    rate: float = typer.Option(300.0, help="Events per second"),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
+) -> None:
+    """The whole system on the embedded runtime: broker, Redis, a worker, simulated traffic,
+    live progress and sample recommendations, then a summary."""
+    from streamrec.demo import run_demo
+
+    summary = run_demo(duration, rate, console, quiet=as_json)
+    if as_json:
+        print(json.dumps(summary))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

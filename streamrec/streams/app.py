@@ -1,0 +1,125 @@
+"""The Faust app: topics, the agents that consume them, and the worker's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import faust
+import orjson
+import redis.asyncio as aioredis
+from aiohttp.web import Response
+
+from streamrec.agents.engine import Engine, PassthroughEngine
+from streamrec.agents.naive import NaivePipeline
+from streamrec.agents.runner import process
+from streamrec.config import Settings
+from streamrec.embedded import free_port
+from streamrec.online_models.blend import Blend
+from streamrec.online_models.shared_state import SharedState
+from streamrec.streams import metrics, topics
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
+    blend = Blend()
+    state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s)
+    cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
+    if cls is None:
+        raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
+    return cls(blend, state, top_k=settings.top_k, worker=worker_id())
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app with the interactions, uploads and rec-requests agents registered."""
+    if not settings.kafka or not settings.redis:
+        raise ValueError("settings.kafka and settings.redis must be set (or use --embedded)")
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka}",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        consumer_auto_offset_reset="earliest",
+        store="memory://",
+        datadir=os.path.join(settings.data_dir, f"faust-{settings.app_id}"),
+        # Faust binds 0.0.0.0 by default, and two workers on one port crash: be explicit.
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port or free_port(),
+        producer_linger_ms=5,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    redis = aioredis.from_url(settings.redis)
+
+    def topic(*names: str):
+        return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=settings.partitions)
+
+    if settings.engine == "naive":
+        naive = NaivePipeline(redis, settings.app_id, settings.top_k)
+
+        @app.agent(topic(topics.VIEWS, topics.CLICKS, topics.UPLOADS), name="naive")
+        async def naive_agent(stream):
+            async for event in stream.events():
+                await naive.handle(app.producer, event.message)
+
+        return app
+
+    engine = build_engine(settings, redis)
+    app.streamrec_engine = engine  # for tests and introspection
+
+    started = False
+
+    async def ensure_started() -> None:
+        nonlocal started
+        if not started:
+            await engine.state.load()
+            started = True
+
+    @app.agent(topic(topics.VIEWS, topics.CLICKS), name="interactions")
+    async def interactions(stream):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await ensure_started()
+            await process(app.producer, engine.interactions, events, "interactions")
+            await engine.state.refresh()
+
+    @app.agent(topic(topics.UPLOADS), name="uploads")
+    async def uploads(stream):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await ensure_started()
+            await process(app.producer, engine.uploads, events, "uploads")
+
+    @app.agent(topic(topics.REC_REQUESTS), name="rec_requests")
+    async def rec_requests(stream):
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            await ensure_started()
+            await process(app.producer, engine.requests, events, "rec-requests")
+
+    @app.timer(interval=max(settings.refresh_s, 1.0))
+    async def save_ranker():
+        if started:
+            await engine.state.save_ranker()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs):
+        # Users may have moved on elsewhere while this worker did not own them.
+        engine.state.forget_users()
+        await redis.hset(f"{settings.app_id}:workers", engine.worker, orjson.dumps({
+            "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            "engine": settings.engine}))
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return Response(body=metrics.render(), content_type="text/plain")
+
+    return app

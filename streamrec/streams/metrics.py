@@ -1,0 +1,20 @@
+"""Prometheus metrics of a worker, served at ``/metrics`` on its web port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+EVENTS = Counter("streamrec_events", "Valid events processed", ["type"], registry=REGISTRY)
+DEAD_LETTERS = Counter("streamrec_dead_letters", "Events sent to dead-letter", ["reason"],
+                       registry=REGISTRY)
+RECOMMENDATIONS = Counter("streamrec_recommendations", "Lists published", registry=REGISTRY)
+BATCH_SECONDS = Histogram("streamrec_batch_seconds", "Time to process one micro-batch",
+                          ["agent"], registry=REGISTRY,
+                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+BATCH_SIZE = Histogram("streamrec_batch_size", "Messages per micro-batch", ["agent"],
+                       registry=REGISTRY, buckets=(1, 10, 50, 100, 250, 500, 1000, 2000))
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)
