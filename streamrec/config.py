@@ -23,7 +23,7 @@ class Settings:
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     replication: int = field(default_factory=lambda: int(_env("REPLICATION", "1")))
     batch_size: int = field(default_factory=lambda: int(_env("BATCH_SIZE", "500")))
-    batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0.05")))
+    batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0.01")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
     #: Seconds between pulls of other workers' item-side updates from Redis.
     refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))

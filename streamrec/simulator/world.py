@@ -4,7 +4,7 @@ topics, creators uploading over time, position-biased views and clicks drawn fro
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,9 +83,15 @@ class World:
                                         * np.linalg.norm(t) + 1e-12)
         return cos + 0.15 * self.item_quality
 
-    def events(self, start_ts: float, limit: int | None = None) -> Iterator[Event]:
+    def events(self, start_ts: float, limit: int | None = None,
+               feed: Callable[[str], Sequence[str]] | None = None) -> Iterator[Event]:
         """An endless (or ``limit``-long) stream in time order: the initial catalogue's uploads,
-        then feed sessions interleaved with new uploads."""
+        then feed sessions interleaved with new uploads.
+
+        Without ``feed`` the app's page is organic (mostly items that fit the user). With it,
+        the loop is closed: ``feed(user_id)`` returns the recommendations the app shows first,
+        and organic items fill the rest of the page.
+        """
         c, rng = self.cfg, self.rng
         dt = 1.0 / c.events_per_s
         ts = start_ts
@@ -105,6 +111,10 @@ class World:
             page = rng.choice(len(aff), size=min(c.page_size, len(aff)), replace=False,
                               p=weights / weights.sum())
             user_id = f"u{u}"
+            if feed is not None:
+                shown = [int(i[1:]) for i in feed(user_id)[: c.page_size // 2]
+                         if i[1:].isdigit() and int(i[1:]) < len(aff)]
+                page = np.array(shown + [j for j in page if j not in shown])[: c.page_size]
             for pos, j in enumerate(page):
                 if rng.random() > 1.0 / (1.0 + pos) ** 0.7:  # position bias: lower, less seen
                     continue

@@ -7,7 +7,6 @@ import os
 import socket
 import time
 
-import faust
 import orjson
 import redis.asyncio as aioredis
 from aiohttp.web import Response
@@ -20,6 +19,7 @@ from streamrec.embedded import free_port
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.shared_state import SharedState
 from streamrec.streams import metrics, topics
+from streamrec.streams.transport import App
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,11 @@ def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
     return cls(blend, state, top_k=settings.top_k, worker=worker_id())
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> App:
     """A Faust app with the interactions, uploads and rec-requests agents registered."""
     if not settings.kafka or not settings.redis:
         raise ValueError("settings.kafka and settings.redis must be set (or use --embedded)")
-    app = faust.App(
+    app = App(
         settings.app_id,
         broker=f"kafka://{settings.kafka}",
         key_serializer="raw",
