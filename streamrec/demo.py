@@ -48,6 +48,14 @@ class Process:
                                          stdin=subprocess.DEVNULL, env={**os.environ, **env},
                                          start_new_session=True)
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, no final commit (a crash)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.proc.poll() is not None:
             return

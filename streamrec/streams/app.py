@@ -116,7 +116,7 @@ def create_app(settings: Settings) -> App:
         engine.state.forget_users()
         await redis.hset(f"{settings.app_id}:workers", engine.worker, orjson.dumps({
             "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
-            "engine": settings.engine}))
+            "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
 
     @app.page("/metrics")
     async def metrics_page(web, request):

@@ -1,0 +1,96 @@
+"""Fixtures: a real broker and redis-server on free ports, and a worker shared by the tests
+(a Faust worker takes ~20 s to start and join its group on this broker, so it is started once)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamrec.demo import start_worker, wait_for_worker
+from streamrec.embedded import EmbeddedRuntime
+from streamrec.streams.dead_letter import reason_of
+from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory) -> EmbeddedRuntime:
+    rt = EmbeddedRuntime(run_dir=Path(tmp_path_factory.mktemp("run"))).start()
+    asyncio.run(ensure_topics(rt.kafka, 4))
+    yield rt
+    rt.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(runtime):
+    proc = start_worker(runtime, partitions=4)
+    asyncio.run(wait_for_worker(runtime.redis, proc))
+    yield proc
+    proc.stop()
+    assert proc.proc.returncode is not None
+
+
+class Collector:
+    """Everything published on the output topics since the collector started."""
+
+    def __init__(self) -> None:
+        self.recommendations: list[dict] = []
+        self.dead_letters: list[tuple[str, bytes]] = []
+
+    async def run(self, bootstrap: str, ready: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(RECOMMENDATIONS, DEAD_LETTER, bootstrap_servers=bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        ready.set()
+        try:
+            while True:
+                for tp, msgs in (await consumer.getmany(timeout_ms=100)).items():
+                    for m in msgs:
+                        if tp.topic == DEAD_LETTER:
+                            self.dead_letters.append((reason_of(m.headers), m.value))
+                        else:
+                            self.recommendations.append(orjson.loads(m.value))
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met in time")
+            await asyncio.sleep(0.05)
+
+    def lists_for(self, user: str) -> list[dict]:
+        return [r for r in self.recommendations if r["user_id"] == user]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def collector(runtime, worker) -> AsyncIterator[Collector]:
+    c = Collector()
+    ready = asyncio.Event()
+    task = asyncio.create_task(c.run(runtime.kafka, ready))
+    await ready.wait()
+    yield c
+    task.cancel()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def producer(runtime) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=runtime.kafka, linger_ms=2)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def redis_client(runtime) -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.from_url(runtime.redis)
+    yield r
+    await r.aclose()

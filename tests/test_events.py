@@ -1,0 +1,65 @@
+"""Event validation: every bad input gets a reason naming what is wrong."""
+
+import orjson
+import pytest
+
+from streamrec.streams.events import (Click, InvalidEvent, RecRequest, Upload, View, decode,
+                                      encode, from_dict)
+
+VALID_VIEW = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 1_700_000_000.5,
+              "position": 3, "dwell_ms": 1200}
+
+
+def test_round_trip_of_every_type():
+    events = [
+        View("e1", "u1", "i1", 1.0, position=2),
+        Click("e2", "u1", "i1", 2.0, request_id="r1"),
+        Upload("e3", "i9", "c1", 3.0, "A title", "words", ("tag1", "tag2"), extra={"lang": "en"}),
+        RecRequest("r2", "u1", k=5, exclude=("i1",), ts=4.0),
+    ]
+    for ev in events:
+        assert decode(encode(ev), ev.type) == ev
+        assert from_dict(orjson.loads(encode(ev))) == ev  # log form carries the type
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"user_id": None}, "missing field: user_id"),
+    ({"user_id": 12}, "wrong type: user_id must be a string, got int"),
+    ({"item_id": "has space"}, "bad id: item_id"),
+    ({"ts": "yesterday"}, "wrong type: ts must be a number"),
+    ({"ts": True}, "wrong type: ts must be a number, got bool"),
+    ({"ts": -5}, "out of range: ts"),
+    ({"ts": 9e12}, "out of range: ts"),
+    ({"ts": float("nan")}, "out of range: ts"),
+    ({"position": 1.5}, "wrong type: position must be an integer"),
+    ({"position": -1}, "out of range: position"),
+    ({"type": "purchase"}, "unknown event type: 'purchase'"),
+    ({"type": "click"}, "unknown event type: 'click' does not belong on the view stream"),
+])
+def test_invalid_views_are_explained(change, reason):
+    d = {**VALID_VIEW, **change}
+    d = {k: v for k, v in d.items() if v is not None}
+    with pytest.raises(InvalidEvent) as exc:
+        from_dict(d, "view")
+    assert str(exc.value).startswith(reason)
+
+
+def test_malformed_oversized_and_non_object_payloads():
+    with pytest.raises(InvalidEvent, match="malformed JSON"):
+        decode(b'{"event_id": "e1",', "view")
+    with pytest.raises(InvalidEvent, match="oversized payload: 5000 bytes"):
+        decode(b" " * 5000, "click")
+    with pytest.raises(InvalidEvent, match="must be a JSON object, got list"):
+        decode(b"[1, 2]", "view")
+    with pytest.raises(InvalidEvent, match="empty message"):
+        decode(None, "view")
+
+
+def test_upload_and_request_limits():
+    up = {"event_id": "e1", "item_id": "i1", "creator_id": "c1", "ts": 1.0, "title": "x" * 600}
+    with pytest.raises(InvalidEvent, match="too long: title"):
+        from_dict(up, "upload")
+    with pytest.raises(InvalidEvent, match="out of range: k=0"):
+        from_dict({"request_id": "r1", "user_id": "u1", "k": 0}, "rec-request")
+    with pytest.raises(InvalidEvent, match="missing field: type"):
+        from_dict({"event_id": "e1"})
