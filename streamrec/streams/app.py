@@ -65,6 +65,16 @@ def create_app(settings: Settings) -> App:
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender, assigned, **kwargs):
+        # Users may have moved on elsewhere while this worker did not own them.
+        if engine is not None:
+            engine.state.forget_users()
+        await redis.hset(f"{settings.app_id}:workers", worker_id(), orjson.dumps({
+            "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
+            "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
+
+    engine = None
     if settings.engine == "naive":
         naive = NaivePipeline(redis, settings.app_id, settings.top_k)
 
@@ -109,14 +119,6 @@ def create_app(settings: Settings) -> App:
     async def save_ranker():
         if started:
             await engine.state.save_ranker()
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender, assigned, **kwargs):
-        # Users may have moved on elsewhere while this worker did not own them.
-        engine.state.forget_users()
-        await redis.hset(f"{settings.app_id}:workers", engine.worker, orjson.dumps({
-            "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
-            "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
 
     @app.page("/metrics")
     async def metrics_page(web, request):

@@ -1,0 +1,154 @@
+"""Throughput and latency of one worker on the embedded runtime, beside two baselines.
+
+    python benchmarks/throughput.py [--events 30000] [--json]
+
+The same pre-loaded backlog of simulated events is drained by three workers in turn, each in
+its own consumer group: the real pipeline; a pass-through agent with the same decoding, Redis
+reads and writes, batching and publishing but no model work (the ceiling); and a deliberately
+naive pipeline (one event at a time, river's BiasedMF ranking every item, one Redis round trip
+per read and write). events/s = backlog / time from first to last event processed, read from
+each worker's counters in Redis. Then the pipeline worker gets a paced stream at 1,000 events/s
+and the latency of its lists (event produced -> list published) is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamrec.demo import start_worker, wait_for_worker  # noqa: E402
+from streamrec.embedded import EmbeddedRuntime  # noqa: E402
+from streamrec.simulator.publish import publish  # noqa: E402
+from streamrec.simulator.world import World, WorldConfig  # noqa: E402
+from streamrec.streams.topics import RECOMMENDATIONS, ensure_topics  # noqa: E402
+
+
+async def counters(r, app_id: str) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in (await r.hgetall(f"{app_id}:stats")).items()}
+
+
+async def drain_rate(rt, engine: str, total: int, max_s: float, log) -> tuple[dict, object]:
+    """Start a worker of ``engine`` on the backlog; events/s until it has processed ``total``
+    (or ``max_s`` seconds passed). Returns the figures and the still-running worker."""
+    app_id = f"bench-{engine}"
+    proc = start_worker(rt, partitions=4, engine=engine, app_id=app_id,
+                        extra_env={"STREAMREC_REFRESH_S": "5"})
+    r = aioredis.from_url(rt.redis)
+    await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
+    t_first = None
+    deadline = time.monotonic() + max_s + 60
+    while time.monotonic() < deadline:
+        s = await counters(r, app_id)
+        n = s.get("events", 0)
+        now = time.monotonic()
+        if n and t_first is None:
+            t_first, n_first = now, n
+        if n >= total or (t_first is not None and now - t_first > max_s):
+            break
+        await asyncio.sleep(0.05)
+    s = await counters(r, app_id)
+    elapsed = time.monotonic() - t_first
+    done = s.get("events", 0) - n_first
+    await r.aclose()
+    out = {"engine": engine, "events": done, "seconds": round(elapsed, 2),
+           "events_per_s": round(done / elapsed, 1), "recommendations": s.get("recommendations", 0)}
+    log(f"{engine:12s} {out['events_per_s']:>10,.0f} events/s  ({done} events in {elapsed:.1f}s, "
+        f"{out['recommendations']} lists)")
+    return out, proc
+
+
+async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
+    consumer = AIOKafkaConsumer(RECOMMENDATIONS, bootstrap_servers=rt.kafka,
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    await asyncio.sleep(1.0)
+    lat: list[float] = []
+    start = time.time()
+
+    async def collect():
+        while True:
+            for msgs in (await consumer.getmany(timeout_ms=100)).values():
+                for m in msgs:
+                    d = orjson.loads(m.value)
+                    if d.get("event_ts", 0) >= start and d.get("worker", "").count("-"):
+                        lat.append(d["latency_ms"])
+
+    task = asyncio.create_task(collect())
+    stats = await publish(world.events(time.time()), rt.kafka, rate=rate, duration_s=seconds)
+    await asyncio.sleep(1.0)
+    task.cancel()
+    await consumer.stop()
+    a = np.array(lat)
+    return {"rate": rate, "events": stats.events, "lists": len(a),
+            "p50_ms": round(float(np.percentile(a, 50)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2)}
+
+
+async def main(args) -> dict:
+    log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+    world = World(WorldConfig(n_users=args.users, n_items=args.items, seed=1))
+    backlog = list(itertools.islice(world.events(time.time() - 3600), args.events))
+    with EmbeddedRuntime(run_dir=Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}") as rt:
+        await ensure_topics(rt.kafka, 4)
+        t0 = time.monotonic()
+        await publish(backlog, rt.kafka)
+        log(f"pre-loaded {len(backlog):,} events in {time.monotonic() - t0:.1f}s "
+            f"({args.users} users, {args.items}+ items)")
+        results = {}
+        res, proc = await drain_rate(rt, "pipeline", len(backlog), args.max_seconds, log)
+        results["pipeline"] = res
+        lat = await paced_latency(rt, world, 1000.0, args.latency_seconds)
+        log(f"pipeline at 1,000 events/s: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms "
+            f"over {lat['lists']} lists")
+        proc.stop()
+        res, proc = await drain_rate(rt, "passthrough", len(backlog), args.max_seconds, log)
+        results["passthrough"] = res
+        proc.stop()
+        res, proc = await drain_rate(rt, "naive", len(backlog), args.naive_seconds, log)
+        results["naive"] = res
+        proc.stop()
+    p, n, c = (results[k]["events_per_s"] for k in ("pipeline", "naive", "passthrough"))
+    summary = {
+        "pipeline_events_per_s": p,
+        "naive_events_per_s": n,
+        "passthrough_events_per_s": c,
+        "pipeline_vs_naive": round(p / n, 1) if n else None,
+        "pipeline_vs_passthrough": round(p / c, 3) if c else None,
+        "p50_ms_at_1000_eps": lat["p50_ms"],
+        "p99_ms_at_1000_eps": lat["p99_ms"],
+        "events": len(backlog),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
+        "runs": results,
+    }
+    log(f"pipeline / naive = {summary['pipeline_vs_naive']}x, "
+        f"pipeline / pass-through = {summary['pipeline_vs_passthrough']}")
+    return summary
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=30000)
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--items", type=int, default=2000)
+    ap.add_argument("--max-seconds", type=float, default=120.0)
+    ap.add_argument("--naive-seconds", type=float, default=20.0)
+    ap.add_argument("--latency-seconds", type=float, default=15.0)
+    ap.add_argument("--json", action="store_true", help="End with one JSON line of results")
+    args = ap.parse_args()
+    summary = asyncio.run(main(args))
+    if args.json:
+        print(json.dumps(summary))
