@@ -48,7 +48,11 @@ async def drain_rate(rt, engine: str, total: int, max_s: float, log) -> tuple[di
     proc = start_worker(rt, partitions=4, engine=engine, app_id=app_id,
                         extra_env={"STREAMREC_REFRESH_S": "5"})
     r = aioredis.from_url(rt.redis)
-    await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
+    try:
+        await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
+    except BaseException:
+        proc.stop()
+        raise
     t_first = None
     deadline = time.monotonic() + max_s + 60
     while time.monotonic() < deadline:

@@ -1,0 +1,40 @@
+"""docker-compose.yml cannot be run here (no Docker engine), so check its shape."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_compose_file_runs_kafka_kraft_redis_worker_and_simulator():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "redis", "worker", "simulator"} <= services.keys()
+    kafka = services["kafka"]["environment"]
+    assert "controller" in kafka["KAFKA_PROCESS_ROLES"], "KRaft mode: no ZooKeeper"
+    assert "zookeeper" not in services
+    for name in ("worker", "simulator"):
+        svc = services[name]
+        assert svc["build"] == "."
+        assert svc["environment"]["STREAMREC_KAFKA"] == "kafka:9092"
+        assert svc["command"][0] in ("worker", "simulate")
+        for dep in svc["depends_on"]:
+            assert dep in services
+    assert services["worker"]["environment"]["STREAMREC_REDIS"].startswith("redis://redis:")
+    for svc in services.values():
+        for port in svc.get("ports", []):
+            host, container = port.split(":")
+            assert host.isdigit() and container.isdigit()
+
+
+def test_dockerfile_entrypoint_is_the_cli():
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["streamrec"]' in text
+    assert "recbole==1.2.1" in text
+
+
+def test_makefile_has_the_two_commands_and_ci_calls_make_test():
+    make = (ROOT / "Makefile").read_text()
+    assert "\ndemo:" in make and "\ntest:" in make
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
