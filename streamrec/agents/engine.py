@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import orjson
 
 from streamrec.online_models.blend import Blend, Recommendation
@@ -93,18 +92,15 @@ class Engine:
     def recommend_users(self, latest: dict[str, tuple[str, float]], now: float,
                         out: Outgoing) -> None:
         """One fresh list per user in ``latest`` (user -> (triggering event id, its time))."""
-        shared = self.shared_scores(now)
-        for user, (trigger, trigger_ts) in latest.items():
-            recs = self.recommend(user, now, shared)
+        users = list(latest)
+        for user, recs in zip(users, self.recommend_many(users, now)):
+            trigger, trigger_ts = latest[user]
             out.recommendations.append((user.encode(), self._payload(user, recs, trigger, trigger_ts)))
         out.stats["recommendations"] = out.stats.get("recommendations", 0) + len(latest)
 
-    def shared_scores(self, now: float) -> dict[str, np.ndarray]:
-        return self.blend.shared_scores(now)
-
-    def recommend(self, user: str, now: float, shared: dict[str, np.ndarray],
-                  k: int | None = None, exclude: Sequence[str] = ()) -> list[Recommendation]:
-        return self.blend.recommend(user, k or self.top_k, exclude, now, shared)
+    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+                       exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
+        return self.blend.recommend_many(users, k or self.top_k, now, None, exclude)
 
     def learn(self, ev: View | Click) -> None:
         self.blend.learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
@@ -191,9 +187,8 @@ class Engine:
             return out
         await self.state.before_batch({r.user_id for _, r in reqs}, ())
         now = max(self.clock, max((r.ts or 0.0) for _, r in reqs))
-        shared = self.shared_scores(now)
-        for msg, req in reqs:
-            recs = self.recommend(req.user_id, now, shared, req.k, req.exclude)
+        for msg, req in reqs:  # one at a time: each request has its own k and exclusions
+            recs = self.recommend_many([req.user_id], now, req.k, [req.exclude])[0]
             out.recommendations.append((req.user_id.encode(), self._payload(
                 req.user_id, recs, req.request_id, msg.timestamp, req.request_id)))
         out.stats["recommendations"] = out.stats["events"] = len(reqs)
@@ -216,10 +211,8 @@ class PassthroughEngine(Engine):
             pop.journal[ev.item_id] = pop.journal.get(ev.item_id, 0.0) + 1.0
             pop.epoch = pop.epoch or 0.0
 
-    def recommend(self, user: str, now: float, shared: dict[str, np.ndarray],
-                  k: int | None = None, exclude: Sequence[str] = ()) -> list[Recommendation]:
+    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+                       exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
         ids = self.blend.catalog.ids[-(k or self.top_k):]
-        return [Recommendation(i, 0.0, ("passthrough",)) for i in ids]
-
-    def shared_scores(self, now: float) -> dict[str, np.ndarray]:
-        return {}
+        same = [Recommendation(i, 0.0, ("passthrough",)) for i in ids]
+        return [same for _ in users]

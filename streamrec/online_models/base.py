@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -47,6 +47,11 @@ class CandidateSource:
 
     def score_all(self, user: str, now: float) -> np.ndarray:
         raise NotImplementedError
+
+    def score_many(self, users: Sequence[str], now: float) -> np.ndarray:
+        """``score_all`` for several users at once (users x catalogue); sources override it
+        with one vectorised computation."""
+        return np.stack([self.score_all(u, now) for u in users]) if users else np.zeros((0, 0))
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
                   now: float = 0.0) -> list[tuple[str, float]]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamrec.online_models.base import CandidateSource, top_k
+from streamrec.online_models.base import CandidateSource
 from streamrec.online_models.catalog import Catalog
 from streamrec.online_models.covisitation import CoVisitation
 from streamrec.online_models.freshness import Freshness
@@ -92,64 +92,86 @@ class Blend:
 
     # ---- features -------------------------------------------------------------------------
 
-    def _source_scores(self, user: str, now: float,
-                       shared: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Full-catalogue scores of every source for ``user``; user-independent sources can be
-        passed in ``shared`` so a batch computes them once."""
+    def shared_scores(self, now: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Scores of the user-independent sources (popularity, freshness) at ``now`` and their
+        order, best first: computed once per batch, each user's top items are a walk down it."""
         out = {}
         for name, s in self.sources.items():
-            if shared is not None and name in shared:
-                out[name] = shared[name]
-            else:
-                out[name] = s.score_all(user, now)
+            if name in ("popularity", "fresh"):
+                v = s.score_all(None, now)
+                out[name] = (v, np.argsort(-v, kind="stable"))
         return out
 
-    def shared_scores(self, now: float) -> dict[str, np.ndarray]:
-        """Scores of the user-independent sources (popularity, freshness) at ``now``."""
-        return {name: s.score_all(None, now) for name, s in self.sources.items()
-                if name in ("popularity", "fresh")}
+    def _proposals(self, users: Sequence[str], banned: np.ndarray, now: float,
+                   shared: dict[str, tuple[np.ndarray, np.ndarray]]):
+        """Each source's top ``per_source`` allowed items for every user, as flat arrays of
+        (user row, item, source column), and each source's users x catalogue scores."""
+        U, n = banned.shape
+        P = min(self.per_source, n)
+        rows_, items_, cols_ = [], [], []
+        values: dict[str, np.ndarray] = {}
+        for col, (name, src) in enumerate(self.sources.items()):
+            if name in shared:
+                v, order = shared[name]
+                values[name] = np.broadcast_to(v, (U, n))
+                head = order[: min(n, P + int(banned.sum(axis=1).max()))]
+                ok = ~banned[:, head] & (v[head] > src.floor)
+                ok &= np.cumsum(ok, axis=1) <= P
+                r, c = np.nonzero(ok)
+                rows_.append(r)
+                items_.append(head[c])
+            else:
+                S = src.score_many(users, now)
+                values[name] = S
+                masked = np.where(banned, -np.inf, S)
+                top = np.argpartition(-masked, P - 1, axis=1)[:, :P] if P < n else \
+                    np.broadcast_to(np.arange(n), (U, n))
+                r = np.repeat(np.arange(U), top.shape[1])
+                t = top.ravel()
+                keep = masked[r, t] > src.floor
+                rows_.append(r[keep])
+                items_.append(t[keep])
+            cols_.append(np.full(len(rows_[-1]), col))
+        return np.concatenate(rows_), np.concatenate(items_), np.concatenate(cols_), values
 
-    def _features(self, user: str, idx: np.ndarray, scores: dict[str, np.ndarray],
-                  now: float) -> np.ndarray:
-        """Feature matrix of the candidates ``idx`` (ranks are taken among ``idx``)."""
+    def _features(self, users: Sequence[str], rows: np.ndarray, idx: np.ndarray,
+                  starts: np.ndarray, values: dict[str, np.ndarray], now: float) -> np.ndarray:
+        """Features of candidate pairs (``rows[i]``'s user, item ``idx[i]``), grouped by row;
+        ranks and shares are taken within each user's candidates."""
+        U = len(users)
         X = np.zeros((len(idx), len(FEATURES)))
+        at = {name: v[rows, idx] for name, v in values.items()}
+        pos = np.arange(len(idx)) - starts[rows]
+        counts = np.bincount(rows, minlength=U)
         for col, name in enumerate(("popularity", "covisitation", "isgd", "fresh")):
-            sc = scores.get(name)
-            if sc is None or not sc.size:
+            v = at.get(name)
+            if v is None:
                 continue
-            v = sc[idx]
-            order = np.argsort(-v, kind="stable")
+            order = np.lexsort((-v, rows))  # by user, best first (stable)
             rank = np.empty(len(idx))
-            rank[order] = np.arange(len(idx))
+            rank[order] = pos
             X[:, col] = np.where(v > self.sources[name].floor, 1.0 / (1.0 + rank), 0.0)
-        pop = scores.get("popularity")
-        if pop is not None and pop.size:
-            X[:, 4] = np.log1p(pop[idx])
-        cv = scores.get("covisitation")
-        if cv is not None and cv.size:
-            total = cv[idx].sum()
-            if total > 0:
-                X[:, 5] = cv[idx] / total
-        mf = scores.get("isgd")
-        if mf is not None and mf.size and np.isfinite(mf[idx]).all():
-            sd = mf[idx].std()
-            X[:, 6] = (mf[idx] - mf[idx].mean()) / sd if sd > 0 else 0.0
+        if "popularity" in at:
+            X[:, 4] = np.log1p(at["popularity"])
+        cv = at.get("covisitation")
+        if cv is not None:
+            total = np.bincount(rows, cv, minlength=U)[rows]
+            X[:, 5] = np.divide(cv, total, out=np.zeros_like(cv), where=total > 0)
+        mf = at.get("isgd")
+        if mf is not None:
+            finite = np.isfinite(mf)
+            mf0 = np.where(finite, mf, 0.0)
+            ok = np.bincount(rows, ~finite, minlength=U) == 0
+            mean = np.bincount(rows, mf0, minlength=U) / np.maximum(counts, 1)
+            var = np.bincount(rows, mf0 ** 2, minlength=U) / np.maximum(counts, 1) - mean ** 2
+            sd = np.sqrt(np.maximum(var, 0.0))
+            good = ok[rows] & (sd[rows] > 1e-12)
+            X[:, 6] = np.where(good, (mf0 - mean[rows]) / np.where(good, sd[rows], 1.0), 0.0)
         X[:, 7] = np.log1p(np.maximum(now - self.catalog.first_seen[idx], 0.0) / 3600.0)
-        act = np.log1p(self.activity.get(user, 0)) / 5.0
-        X[:, 8] = X[:, 6] * act
-        X[:, 9] = X[:, 5] * act
+        act = np.log1p(np.array([self.activity.get(u, 0) for u in users], dtype=float)) / 5.0
+        X[:, 8] = X[:, 6] * act[rows]
+        X[:, 9] = X[:, 5] * act[rows]
         return X
-
-    def _candidates(self, user: str, scores: dict[str, np.ndarray],
-                    exclude: Iterable[int] = ()) -> dict[int, list[str]]:
-        """Each source's top ``per_source`` unseen items, with the sources proposing each."""
-        banned = list(self.seen.get(user, ()))
-        banned.extend(exclude)
-        proposals: dict[int, list[str]] = {}
-        for name, s in self.sources.items():
-            for j in top_k(scores[name], self.per_source, banned, s.floor).tolist():
-                proposals.setdefault(j, []).append(name)
-        return proposals
 
     # ---- learning -------------------------------------------------------------------------
 
@@ -212,21 +234,57 @@ class Blend:
     # ---- recommending ---------------------------------------------------------------------
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (), now: float = 0.0,
-                  shared: dict[str, np.ndarray] | None = None) -> list[Recommendation]:
+                  shared: dict | None = None) -> list[Recommendation]:
         """The ``k`` best unseen items for ``user``, each with the sources that proposed it."""
+        return self.recommend_many([user], k, now, shared, [exclude])[0]
+
+    def recommend_many(self, users: Sequence[str], k: int = 10, now: float = 0.0,
+                       shared: dict | None = None,
+                       exclude: Sequence[Iterable[str]] | None = None) -> list[list[Recommendation]]:
+        """One list per user, computed together: a micro-batch costs a few matrix operations
+        rather than a few dozen numpy calls per user."""
         n = len(self.catalog)
-        if n == 0:
-            return []
-        scores = self._source_scores(user, now, shared)
-        ex = [self.catalog.index[i] for i in exclude if i in self.catalog.index]
-        proposals = self._candidates(user, scores, ex)
-        if not proposals:
-            return []
-        idx = np.fromiter(proposals.keys(), dtype=np.int64, count=len(proposals))
-        X = self._features(user, idx, scores, now)
-        self._remember_offer(user, idx, X)
+        if n == 0 or not users:
+            return [[] for _ in users]
+        shared = self.shared_scores(now) if shared is None else shared
+        chunk = max(1, 4_000_000 // n)  # bounds the users x catalogue matrices
+        out: list[list[Recommendation]] = []
+        for a in range(0, len(users), chunk):
+            out += self._recommend_chunk(users[a:a + chunk], k, now, shared,
+                                         exclude[a:a + chunk] if exclude else None)
+        return out
+
+    def _recommend_chunk(self, users, k, now, shared, exclude) -> list[list[Recommendation]]:
+        n, U = len(self.catalog), len(users)
+        banned = np.zeros((U, n), dtype=bool)
+        index = self.catalog.index
+        for r, user in enumerate(users):
+            seen = self.seen.get(user)
+            if seen:
+                banned[r, np.fromiter(seen, dtype=np.int64, count=len(seen))] = True
+            if exclude and exclude[r]:
+                banned[r, [index[i] for i in exclude[r] if i in index]] = True
+        rows, items, cols, values = self._proposals(users, banned, now, shared)
+        # Unique (user, item) pairs, grouped by user; a bit per proposing source.
+        keys, inverse = np.unique(rows * n + items, return_inverse=True)
+        bits = np.zeros(len(keys), dtype=np.int64)
+        np.bitwise_or.at(bits, inverse, 1 << cols)
+        rows, idx = keys // n, keys % n
+        starts = np.searchsorted(rows, np.arange(U + 1))
+        X = self._features(users, rows, idx, starts, values, now)
         p = self.ranker.score_many(X)
-        order = np.argsort(-p, kind="stable")[:k]
+        order = np.lexsort((-p, rows))
+        names = list(self.sources)
         ids = self.catalog.ids
-        return [Recommendation(ids[idx[r]], float(p[r]), tuple(proposals[int(idx[r])]))
-                for r in order]
+        out = []
+        for r, user in enumerate(users):
+            a, b = starts[r], starts[r + 1]
+            if a == b:
+                out.append([])
+                continue
+            self._remember_offer(user, idx[a:b], X[a:b])
+            best = order[a:b][:k]
+            out.append([Recommendation(ids[idx[i]], float(p[i]),
+                                       tuple(nm for c, nm in enumerate(names) if bits[i] >> c & 1))
+                        for i in best])
+        return out

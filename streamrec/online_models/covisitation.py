@@ -105,22 +105,26 @@ class CoVisitation(CandidateSource):
             arr = self._arrays[j] = (idx, w)
         return arr
 
-    def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        """All users' scores in one ``bincount`` over (user, neighbour) cells."""
         n = len(self.catalog)
-        hist = self.recent.get(user)
-        if not hist:
-            return np.zeros(n)
-        parts_i, parts_w = [], []
-        for dist, j in enumerate(reversed(hist), start=1):
-            idx, w = self._neighbour_arrays(j)
-            if idx.size:
-                parts_i.append(idx)
-                parts_w.append(w / dist)
-        if not parts_i:
-            return np.zeros(n)
-        s = np.bincount(np.concatenate(parts_i), np.concatenate(parts_w), minlength=n)[:n]
+        cells, weights = [], []
+        for r, user in enumerate(users):
+            for dist, j in enumerate(reversed(self.recent.get(user, ())), start=1):
+                idx, w = self._neighbour_arrays(j)
+                if idx.size:
+                    cells.append(idx + r * n)
+                    weights.append(w / dist)
+        if not cells:
+            return np.zeros((len(users), n))
+        S = np.bincount(np.concatenate(cells), np.concatenate(weights),
+                        minlength=len(users) * n).reshape(len(users), n)
         if self.popularity_damping:
             self._count = grow_rows(self._count, n)
-            s /= np.maximum(self._count[:n], 1e-300) ** self.popularity_damping
-        s[~np.isfinite(s)] = 0.0
-        return s
+            with np.errstate(divide="ignore", invalid="ignore"):
+                S /= np.maximum(self._count[:n], 1e-300) ** self.popularity_damping
+            S[~np.isfinite(S)] = 0.0
+        return S
+
+    def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
+        return self.score_many([user], now)[0]

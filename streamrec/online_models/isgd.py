@@ -86,6 +86,17 @@ class ISGD(CandidateSource):
         self._init_items(j + 1)
         self.item_factors[j] = vector
 
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        n = len(self.catalog)
+        self._init_items(n)
+        known = [self.user_factors.get(u) for u in users]
+        P = np.stack([p if p is not None else np.zeros(self.n_factors) for p in known])
+        S = P @ self.item_factors[:n].T
+        for r, p in enumerate(known):
+            if p is None:
+                S[r] = -np.inf
+        return S
+
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
         self._init_items(n)
