@@ -37,6 +37,9 @@ from streamrec.simulator.world import World, WorldConfig  # noqa: E402
 from streamrec.streams.topics import RECOMMENDATIONS, ensure_topics  # noqa: E402
 
 
+WORKER_ENV: dict[str, str] = {}
+
+
 async def counters(r, app_id: str) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in (await r.hgetall(f"{app_id}:stats")).items()}
 
@@ -46,7 +49,7 @@ async def drain_rate(rt, engine: str, total: int, max_s: float, log) -> tuple[di
     (or ``max_s`` seconds passed). Returns the figures and the still-running worker."""
     app_id = f"bench-{engine}"
     proc = start_worker(rt, partitions=4, engine=engine, app_id=app_id,
-                        extra_env={"STREAMREC_REFRESH_S": "5"})
+                        extra_env=WORKER_ENV)
     r = aioredis.from_url(rt.redis)
     try:
         await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
@@ -152,7 +155,16 @@ if __name__ == "__main__":
     ap.add_argument("--naive-seconds", type=float, default=20.0)
     ap.add_argument("--latency-seconds", type=float, default=15.0)
     ap.add_argument("--json", action="store_true", help="End with one JSON line of results")
+    ap.add_argument("--batch-size", type=int, help="STREAMREC_BATCH_SIZE of the workers")
+    ap.add_argument("--batch-within", type=float, help="STREAMREC_BATCH_WITHIN_S of the workers")
+    ap.add_argument("--refresh-s", type=float, help="STREAMREC_REFRESH_S of the workers")
     args = ap.parse_args()
+    if args.batch_size:
+        WORKER_ENV["STREAMREC_BATCH_SIZE"] = str(args.batch_size)
+    if args.refresh_s:
+        WORKER_ENV["STREAMREC_REFRESH_S"] = str(args.refresh_s)
+    if args.batch_within:
+        WORKER_ENV["STREAMREC_BATCH_WITHIN_S"] = str(args.batch_within)
     summary = asyncio.run(main(args))
     if args.json:
         print(json.dumps(summary))

@@ -65,7 +65,7 @@ class Blend:
 
     def __init__(self, catalog: Catalog | None = None, *,
                  sources: Sequence[CandidateSource] | None = None,
-                 per_source: int = 50, label_window_s: float = 1800.0,
+                 per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
                  max_offers: int = 20_000, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()

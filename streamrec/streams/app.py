@@ -30,7 +30,8 @@ def worker_id() -> str:
 
 def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
     blend = Blend()
-    state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s)
+    state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
+                        worker=worker_id())
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
