@@ -203,8 +203,7 @@ class PassthroughEngine(Engine):
 
     def learn(self, ev: View | Click) -> None:
         b = self.blend
-        j = b.catalog.add(ev.item_id, ev.ts)
-        b.seen.setdefault(ev.user_id, set()).add(j)
+        b.mark_seen(ev.user_id, b.catalog.add(ev.item_id, ev.ts))
         b.activity[ev.user_id] = b.activity.get(ev.user_id, 0) + 1
         pop = b.sources["popularity"]
         if pop.journal is not None:  # same counter writes as the pipeline

@@ -82,6 +82,7 @@ class Blend:
         self.view_negative_weight = view_negative_weight
         self.ranker = OnlineRanker(FEATURES)
         self.seen: dict[str, set[int]] = {}
+        self._seen_idx: dict[str, tuple[int, np.ndarray]] = {}
         self.activity: dict[str, int] = {}
         self._pending: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
         self._pending_order: deque[tuple[float, str, int]] = deque()
@@ -207,8 +208,26 @@ class Blend:
             self._pending_order.append((ts, user, j))
         for s in self.sources.values():
             s.learn_one(user, item, ts, clicked)
-        self.seen.setdefault(user, set()).add(j)
+        self.mark_seen(user, j)
         self.activity[user] = self.activity.get(user, 0) + 1
+
+    def mark_seen(self, user: str, j: int) -> None:
+        """Never recommend item ``j`` to ``user`` again (kept as a set and, for building the
+        batch's exclusion mask quickly, as a growing index array)."""
+        seen = self.seen.setdefault(user, set())
+        if j in seen:
+            return
+        seen.add(j)
+        n, arr = self._seen_idx.get(user, (0, np.empty(8, dtype=np.int64)))
+        if n == len(arr):
+            arr = np.concatenate([arr, np.empty(n, dtype=np.int64)])
+        arr[n] = j
+        self._seen_idx[user] = (n + 1, arr)
+
+    def seen_items(self, user: str) -> np.ndarray:
+        """Indices of the items ``user`` has viewed or clicked, oldest first."""
+        n, arr = self._seen_idx.get(user, (0, np.empty(0, dtype=np.int64)))
+        return arr[:n]
 
     def _learn_click(self, x_pos: np.ndarray, X: np.ndarray, row: int | None) -> None:
         others = np.arange(len(X)) if row is None else np.delete(np.arange(len(X)), row)
@@ -259,32 +278,31 @@ class Blend:
         banned = np.zeros((U, n), dtype=bool)
         index = self.catalog.index
         for r, user in enumerate(users):
-            seen = self.seen.get(user)
-            if seen:
-                banned[r, np.fromiter(seen, dtype=np.int64, count=len(seen))] = True
+            banned[r, self.seen_items(user)] = True
             if exclude and exclude[r]:
                 banned[r, [index[i] for i in exclude[r] if i in index]] = True
         rows, items, cols, values = self._proposals(users, banned, now, shared)
         # Unique (user, item) pairs, grouped by user; a bit per proposing source.
         keys, inverse = np.unique(rows * n + items, return_inverse=True)
-        bits = np.zeros(len(keys), dtype=np.int64)
-        np.bitwise_or.at(bits, inverse, 1 << cols)
+        # A source proposes an item once per user, so summing the bits is or-ing them.
+        bits = np.bincount(inverse, 1 << cols, minlength=len(keys)).astype(np.int64)
         rows, idx = keys // n, keys % n
         starts = np.searchsorted(rows, np.arange(U + 1))
         X = self._features(users, rows, idx, starts, values, now)
         p = self.ranker.score_many(X)
         order = np.lexsort((-p, rows))
         names = list(self.sources)
+        labels = [tuple(nm for c, nm in enumerate(names) if b >> c & 1)
+                  for b in range(1 << len(names))]
         ids = self.catalog.ids
+        idx_l, p_l, bits_l = idx.tolist(), p.tolist(), bits.tolist()
         out = []
         for r, user in enumerate(users):
-            a, b = starts[r], starts[r + 1]
+            a, b = int(starts[r]), int(starts[r + 1])
             if a == b:
                 out.append([])
                 continue
             self._remember_offer(user, idx[a:b], X[a:b])
-            best = order[a:b][:k]
-            out.append([Recommendation(ids[idx[i]], float(p[i]),
-                                       tuple(nm for c, nm in enumerate(names) if bits[i] >> c & 1))
-                        for i in best])
+            out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
+                        for i in order[a:b][:k].tolist()])
         return out

@@ -102,10 +102,9 @@ class SharedState:
 
     def _user_state(self, user: str) -> bytes:
         b, ids = self.blend, self.blend.catalog.ids
-        seen = b.seen.get(user, set())
         recent = self.co.recent.get(user, ()) if self.co is not None else ()
         state = {
-            "seen": [ids[j] for j in list(seen)[-MAX_SEEN:]],
+            "seen": [ids[j] for j in b.seen_items(user)[-MAX_SEEN:].tolist()],
             "recent": [ids[j] for j in recent],
             "n": b.activity.get(user, 0),
         }
@@ -118,7 +117,10 @@ class SharedState:
             return
         d = orjson.loads(raw)
         b, cat = self.blend, self.blend.catalog
-        b.seen[user] = {cat.add(i, 0.0) for i in d.get("seen", ())}
+        b.seen.pop(user, None)
+        b._seen_idx.pop(user, None)
+        for i in d.get("seen", ()):
+            b.mark_seen(user, cat.add(i, 0.0))
         b.activity[user] = int(d.get("n", 0))
         if self.co is not None:
             self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),
