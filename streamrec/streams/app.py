@@ -121,6 +121,11 @@ def create_app(settings: Settings) -> App:
         if started:
             await engine.state.save_ranker()
 
+    @app.on_before_shutdown.connect
+    async def save_on_shutdown(sender, **kwargs):
+        if started:
+            await engine.state.save_ranker()
+
     @app.page("/metrics")
     async def metrics_page(web, request):
         return Response(body=metrics.render(), content_type="text/plain")
