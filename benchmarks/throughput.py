@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.demo import start_worker, wait_for_worker  # noqa: E402
+from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402

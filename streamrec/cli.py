@@ -13,7 +13,6 @@ import asyncio  # noqa: E402
 import itertools
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -110,8 +109,6 @@ def simulate(
     _need_cluster(s)
     if events is None and duration is None:
         duration = 60.0
-    from streamrec.simulator.publish import publish
-
     stream = world.events(time.time())
     if events is not None:
         stream = itertools.islice(stream, events)

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -21,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streamrec.embedded import EmbeddedRuntime
+from streamrec.processes import Process, start_worker, wait_for_worker
 from streamrec.simulator.publish import publish, start_producer
 from streamrec.simulator.tail import render
 from streamrec.simulator.world import World, WorldConfig
@@ -36,66 +32,6 @@ BAD_EVENTS = [
     ("views", b'{"event_id": "bad-5", "user_id": "u1", "item_id": "i1", "ts": 1, "pad": "'
      + b"x" * 8000 + b'"}'),                                                    # oversized
 ]
-
-
-class Process:
-    """A worker subprocess in its own session, so it and its children stop together."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env={**os.environ, **env},
-                                         start_new_session=True)
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, no final commit (a crash)."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeline",
-                 app_id: str = "streamrec", extra_env: dict[str, str] | None = None) -> Process:
-    env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
-           "STREAMREC_PARTITIONS": str(partitions), "STREAMREC_APP_ID": app_id,
-           "STREAMREC_DATA_DIR": str(rt.run_dir), **(extra_env or {})}
-    return Process([sys.executable, "-m", "streamrec.cli", "worker", "--engine", engine,
-                    "--loglevel", "info"], env, rt.run_dir / f"worker-{app_id}.log")
-
-
-async def wait_for_worker(redis_url: str, proc: Process, app_id: str = "streamrec",
-                          timeout_s: float = 90.0, min_partitions: int = 1) -> None:
-    """Until a worker reports assigned partitions in Redis (Faust writes it on assignment)."""
-    r = aioredis.from_url(redis_url)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            if proc.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.proc.returncode}; see {proc.log}")
-            for raw in (await r.hgetall(f"{app_id}:workers")).values():
-                if len(orjson.loads(raw)["partitions"]) >= min_partitions:
-                    return
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {proc.log}")
-    finally:
-        await r.aclose()
 
 
 @dataclass

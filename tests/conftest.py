@@ -14,7 +14,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamrec.demo import start_worker, wait_for_worker
+from streamrec.processes import start_worker, wait_for_worker
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.streams.dead_letter import reason_of
 from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics

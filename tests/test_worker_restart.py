@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from streamrec.demo import start_worker, wait_for_worker
+from streamrec.processes import start_worker, wait_for_worker
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig

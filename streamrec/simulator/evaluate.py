@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from streamrec.online_models.base import CandidateSource
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.catalog import Catalog
 from streamrec.online_models.covisitation import CoVisitation
@@ -81,7 +80,7 @@ class Scores:
         }
 
 
-def prequential(events: Iterable[Event], models: Mapping[str, Any], k: int = 10,
+def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: int = 10,
                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run the protocol over ``events``; returns ``{"events", "clicks", "models": {...}}``."""
     scores = {name: Scores(k) for name in models}
