@@ -17,7 +17,7 @@ import orjson
 from streamrec.online_models.blend import Blend, Recommendation
 from streamrec.online_models.shared_state import SharedState
 from streamrec.streams import dead_letter
-from streamrec.streams.events import Click, InvalidEvent, RecRequest, Upload, View, decode
+from streamrec.streams.events import Click, Event, InvalidEvent, View, decode
 from streamrec.streams.topics import EVENT_TYPE
 
 
@@ -45,6 +45,19 @@ def reject(msg: Incoming, reason: str, out: Outgoing) -> None:
     out.dead_letters.append((msg.value or b"", dead_letter.headers(
         reason, msg.topic, msg.partition, msg.offset)))
     out.stats["dead_letter"] = out.stats.get("dead_letter", 0) + 1
+
+
+def decode_batch(batch: Sequence[Incoming], out: Outgoing,
+                 expected: str | None = None) -> list[tuple[Incoming, Event]]:
+    """The valid events of a batch with their messages; the rest become dead letters.
+    ``expected`` is the event type, else the one implied by each message's topic."""
+    valid = []
+    for msg in batch:
+        try:
+            valid.append((msg, decode(msg.value, expected or EVENT_TYPE.get(msg.topic, "view"))))
+        except InvalidEvent as exc:
+            reject(msg, str(exc), out)
+    return valid
 
 
 class Engine:
@@ -110,14 +123,7 @@ class Engine:
     async def interactions(self, batch: Sequence[Incoming]) -> Outgoing:
         """Validate, learn (once per event, even across replays), publish a list per user."""
         out = Outgoing([], [], {})
-        events: list[tuple[Incoming, View | Click]] = []
-        for msg in batch:
-            try:
-                ev = decode(msg.value, EVENT_TYPE.get(msg.topic, "view"))
-            except InvalidEvent as exc:
-                reject(msg, str(exc), out)
-                continue
-            events.append((msg, ev))
+        events = decode_batch(batch, out)
         if not events:
             await self.state.after_batch({}, out.stats)
             return out
@@ -154,13 +160,7 @@ class Engine:
         """
         out = Outgoing([], [], {})
         items = []
-        for msg in batch:
-            try:
-                ev = decode(msg.value, "upload")
-            except InvalidEvent as exc:
-                reject(msg, str(exc), out)
-                continue
-            assert isinstance(ev, Upload)
+        for msg, ev in decode_batch(batch, out, "upload"):
             self.blend.add_item(ev.item_id, ev.ts)
             self.clock = max(self.clock, ev.ts)
             meta = orjson.dumps({"title": ev.title, "description": ev.description,
@@ -174,14 +174,7 @@ class Engine:
     async def requests(self, batch: Sequence[Incoming]) -> Outgoing:
         """Answer rec-requests with the user's current list."""
         out = Outgoing([], [], {})
-        reqs: list[tuple[Incoming, RecRequest]] = []
-        for msg in batch:
-            try:
-                ev = decode(msg.value, "rec-request")
-            except InvalidEvent as exc:
-                reject(msg, str(exc), out)
-                continue
-            reqs.append((msg, ev))
+        reqs = decode_batch(batch, out, "rec-request")
         if not reqs:
             await self.state.after_batch({}, out.stats)
             return out
@@ -205,10 +198,8 @@ class PassthroughEngine(Engine):
         b = self.blend
         b.mark_seen(ev.user_id, b.catalog.add(ev.item_id, ev.ts))
         b.activity[ev.user_id] = b.activity.get(ev.user_id, 0) + 1
-        pop = b.sources["popularity"]
-        if pop.journal is not None:  # same counter writes as the pipeline
-            pop.journal[ev.item_id] = pop.journal.get(ev.item_id, 0.0) + 1.0
-            pop.epoch = pop.epoch or 0.0
+        # A counter per item (O(1)), so Redis receives the same counter writes as the pipeline.
+        b.sources["popularity"].learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
 
     def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
