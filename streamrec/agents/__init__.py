@@ -1,0 +1,1 @@
+"""The work of the Faust agents: the micro-batch engine, its runner, the naive baseline."""

@@ -1,0 +1,1 @@
+"""Incremental models, one per module, usable without Kafka; the blend; shared Redis state."""

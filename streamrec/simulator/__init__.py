@@ -1,0 +1,1 @@
+"""Synthetic worlds, log files, MovieLens-100K, publishing, prequential evaluation, tail."""

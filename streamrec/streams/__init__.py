@@ -1,0 +1,1 @@
+"""Event records and validation, topics, the Faust app and its transport, metrics."""
