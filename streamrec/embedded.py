@@ -23,6 +23,31 @@ class RuntimeStartError(RuntimeError):
     pass
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: be sent SIGTERM when the parent dies, even by SIGKILL, so a
+    crashed test run or demo leaves no broker or redis-server behind (Linux only)."""
+    prctl = getattr(_die_with_parent, "_prctl", None)
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+try:  # resolved once in the parent: a child between fork and exec should not import
+    import ctypes
+
+    _die_with_parent._prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (ImportError, OSError):  # not Linux
+    pass
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` in its own session (so it and its children can be signalled together),
+    with output appended to ``log_path``, to be stopped if this process dies."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,10 +117,7 @@ class EmbeddedRuntime:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.run_dir / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
-        log.close()
+        proc = spawn(argv, self.run_dir / f"{name}.log", env)
         self.procs.append(proc)
         return proc
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 
-from streamrec.embedded import EmbeddedRuntime
+from streamrec.embedded import EmbeddedRuntime, spawn
 
 
 class Process:
@@ -22,10 +22,7 @@ class Process:
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
-        with open(log, "ab") as f:
-            self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env={**os.environ, **env},
-                                         start_new_session=True)
+        self.proc = spawn(argv, log, env)
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, no final commit (a crash)."""
