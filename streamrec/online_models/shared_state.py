@@ -151,11 +151,16 @@ class SharedState:
         for u, raw in zip(missing, res):
             self._apply_user(u, raw)
             self.loaded_users.add(u)
-        now = time.monotonic()
         co_epoch = res[-1] if self.co is not None else None
-        for j, nb in zip(stale, res[len(missing):]):
-            self._apply_neighbours(j, nb, co_epoch)
-            self._co_loaded[j] = now
+        self._apply_neighbour_lists(stale, res[len(missing):], co_epoch)
+        # Users just reloaded (after a restart or rebalance) bring recent items of their own.
+        late = self._stale_neighbour_lists(missing)  # the lists loaded above are fresh now
+        if late:
+            pipe = self.r.pipeline(transaction=False)
+            for j in late:
+                pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
+                               self.co.max_neighbours - 1, withscores=True)
+            self._apply_neighbour_lists(late, await pipe.execute(), co_epoch)
         offsets = {}
         if parts:
             for part, off in zip(parts, res[len(missing) + len(stale)]):
@@ -174,6 +179,12 @@ class SharedState:
                 if now - self._co_loaded.get(j, -math.inf) > max_age:
                     stale.add(j)
         return list(stale)
+
+    def _apply_neighbour_lists(self, items: list[int], lists: list, epoch_raw) -> None:
+        now = time.monotonic()
+        for j, pairs in zip(items, lists):
+            self._apply_neighbours(j, pairs, epoch_raw)
+            self._co_loaded[j] = now
 
     def _apply_neighbours(self, j: int, pairs: list, epoch_raw: bytes | None) -> None:
         if not pairs or epoch_raw is None:
