@@ -35,13 +35,14 @@ from streamrec.embedded import EmbeddedRuntime  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
 from streamrec.streams.topics import RECOMMENDATIONS, ensure_topics  # noqa: E402
+from streamrec.online_models.shared_state import read_stats  # noqa: E402
 
 
 WORKER_ENV: dict[str, str] = {}
 
 
 async def counters(r, app_id: str) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in (await r.hgetall(f"{app_id}:stats")).items()}
+    return await read_stats(r, app_id)
 
 
 async def drain_rate(rt, engine: str, total: int, max_s: float, log) -> tuple[dict, object]:

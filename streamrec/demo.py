@@ -22,6 +22,7 @@ from streamrec.simulator.tail import render
 from streamrec.simulator.world import World, WorldConfig
 from streamrec.streams.events import Click, Event, View
 from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
+from streamrec.online_models.shared_state import read_stats
 
 #: Bad events the demo mixes in, so the dead-letter path is visible.
 BAD_EVENTS = [
@@ -151,7 +152,7 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
         want = sum(v for k, v in published.items() if k != "invalid")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            stats = {k.decode(): int(v) for k, v in (await r.hgetall("streamrec:stats")).items()}
+            stats = await read_stats(r)
             if stats.get("events", 0) >= want and sum(seen.dead.values()) >= len(BAD_EVENTS):
                 break
             await asyncio.sleep(0.2)

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from streamrec.streams.events import Click, RecRequest, Upload, View, encode
+from streamrec.online_models.shared_state import read_stats
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +95,7 @@ async def test_bad_events_go_to_dead_letter_while_valid_ones_flow(producer, coll
         assert any(r.startswith(kind) for r in reasons), (kind, reasons)
     originals = [v for _, v in collector.dead_letters[before:]]
     assert b"\xff\xfe not json" in originals, "the original bytes are kept"
-    stats = {k.decode(): int(v) for k, v in (await redis_client.hgetall("streamrec:stats")).items()}
+    stats = await read_stats(redis_client)
     assert stats["dead_letter"] >= len(BAD) + 1
 
 

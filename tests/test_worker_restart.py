@@ -16,12 +16,13 @@ from streamrec.embedded import EmbeddedRuntime
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
 from streamrec.streams.topics import ensure_topics
+from streamrec.online_models.shared_state import read_stats
 
 pytestmark = pytest.mark.integration
 
 
 async def stats(r) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in (await r.hgetall("streamrec:stats")).items()}
+    return await read_stats(r)
 
 
 async def wait_stats(r, key: str, at_least: int, timeout_s: float = 120.0) -> dict[str, int]:

@@ -302,5 +302,7 @@ class SharedState:
     async def save_ranker(self) -> None:
         await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))
 
-    async def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in (await self.r.hgetall(f"{self.p}:stats")).items()}
+
+async def read_stats(redis: aioredis.Redis, prefix: str = "streamrec") -> dict[str, int]:
+    """A worker group's counters (events, learned, recommendations, dead_letter, ...)."""
+    return {k.decode(): int(v) for k, v in (await redis.hgetall(f"{prefix}:stats")).items()}
