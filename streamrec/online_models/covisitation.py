@@ -14,8 +14,8 @@ from streamrec.online_models.popularity import epoch_of
 class CoVisitation(CandidateSource):
     """Decayed co-occurrence counts between items in each user's recent history.
 
-    When a user consumes item ``i``, every item ``j`` among their last ``window`` items gains
-    weight ``1 / distance`` toward ``i`` (and back), decaying with ``half_life_s``. Each item
+    When a user consumes item ``i``, every item ``j`` among their last ``pair_window`` items
+    gains weight ``1 / distance`` toward ``i`` (and back), decaying with ``half_life_s``. Each item
     keeps at most ``max_neighbours`` neighbours (the strongest), so memory stays bounded. A user
     is scored from their last ``window`` items, recent ones counting more; neighbour weights
     are divided by ``neighbour_count ** popularity_damping`` so that popular items do not
@@ -36,9 +36,13 @@ class CoVisitation(CandidateSource):
 
     def __init__(self, catalog: Catalog | None = None, window: int = 10,
                  max_neighbours: int = 100, half_life_s: float = 7 * 86400.0,
-                 popularity_damping: float = 0.3, view_weight: float = 0.5) -> None:
+                 popularity_damping: float = 0.3, view_weight: float = 0.5,
+                 pair_window: int = 5) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         self.window = window
+        # Fewer pairs learned than items scored: pairs far apart weigh 1/distance little, and
+        # every pair is two shared-state increments (write-back was the pipeline's bottleneck).
+        self.pair_window = min(pair_window, window)
         self.max_neighbours = max_neighbours
         self.half_life_s = half_life_s
         self.popularity_damping = popularity_damping
@@ -86,6 +90,8 @@ class CoVisitation(CandidateSource):
             hist = self.recent[user] = deque(maxlen=self.window)
         ids = self.catalog.ids
         for dist, j in enumerate(reversed(hist), start=1):
+            if dist > self.pair_window:
+                break
             if j == i:
                 continue
             w = scale / dist
@@ -119,11 +125,19 @@ class CoVisitation(CandidateSource):
             return np.zeros((len(users), n))
         S = np.bincount(np.concatenate(cells), np.concatenate(weights),
                         minlength=len(users) * n).reshape(len(users), n)
+        # Raw weights are relative to the epoch (up to 2**512); decayed to ``now`` they are
+        # ordinary magnitudes, which float32 selection downstream needs.
+        decay = 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s) \
+            if self.epoch is not None else 1.0
         if self.popularity_damping:
             self._count = grow_rows(self._count, n)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                S /= np.maximum(self._count[:n], 1e-300) ** self.popularity_damping
-            S[~np.isfinite(S)] = 0.0
+            count = self._count[:n] * decay
+            # An item with no count has no neighbour weight either: its damping is irrelevant.
+            damping = np.zeros(n)
+            np.power(count, -self.popularity_damping, out=damping, where=count > 1e-300)
+            S *= damping * decay
+        else:
+            S *= decay
         return S
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:

@@ -74,9 +74,12 @@ class ISGD(CandidateSource):
         p = self.user_vector(user)
         q = self.item_factors[j]
         lr = self.learning_rate * (1.0 if clicked else self.view_weight)
-        err = 1.0 - float(p @ q)
-        p_new = p + lr * (err * q - self.regularization * p)
-        q += lr * (err * p - self.regularization * q)  # in place: q is a view of the row
+        step = lr * (1.0 - float(p @ q))
+        keep = 1.0 - lr * self.regularization
+        # p + lr * (err * q - reg * p), written as two numpy calls per vector (they dominate).
+        p_new = p * keep + step * q
+        q *= keep  # in place: q is a view of the row
+        q += step * p
         self.user_factors[user] = p_new
         if self.journal is not None:
             self.journal.add(item)
