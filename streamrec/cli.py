@@ -215,12 +215,14 @@ def evaluate(
     dataset: Optional[str] = typer.Option(None, help="movielens-100k"),
     log: Optional[Path] = typer.Option(None, help="JSONL event log"),
     models: str = typer.Option("", help="Comma-separated subset of: popularity, covisitation, "
-                               "isgd, river_biasedmf, blend"),
+                               "isgd, river_biasedmf, content, blend, blend_no_content"),
+    content: bool = typer.Option(True, help="Encode upload text and images for the content "
+                                 "source (--no-content skips the encoders)"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N events"),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
 ) -> None:
     """Prequential (test-then-train) evaluation of the online models, without Kafka."""
-    from streamrec.simulator.evaluate import default_models, prequential
+    from streamrec.simulator.evaluate import default_models, encode_uploads, prequential
 
     if dataset:
         events = _dataset(dataset)
@@ -239,14 +241,24 @@ def evaluate(
         if unknown:
             raise typer.BadParameter(f"unknown models {sorted(unknown)}; have {sorted(chosen)}")
         chosen = {k: v for k, v in chosen.items() if k in wanted}
+    embeddings = {}
     with _progress() as progress:
+        if content:
+            enc_task = progress.add_task("encoding uploads", total=None, rate="")
+            t_enc = time.monotonic()
+
+            def enc_tick(done, total):
+                progress.update(enc_task, completed=done, total=total,
+                                rate=f"{done / (time.monotonic() - t_enc):,.0f} items/s")
+
+            embeddings = encode_uploads(events, progress=enc_tick)
         task = progress.add_task("evaluating", total=len(events), rate="")
         t0 = time.monotonic()
 
         def tick(n):
             progress.update(task, completed=n, rate=f"{n / (time.monotonic() - t0):,.0f} ev/s")
 
-        result = prequential(events, chosen, progress=tick)
+        result = prequential(events, chosen, progress=tick, embeddings=embeddings)
         progress.update(task, completed=len(events))
     table = Table(title=f"prequential, {result['events']} events, {result['clicks']} clicks")
     cols = ["hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "coverage", "events_per_s"]

@@ -32,3 +32,8 @@ class Settings:
     data_dir: str = field(default_factory=lambda: _env("DATA_DIR", "runs"))
     #: ``pipeline`` (the real one), ``naive`` or ``passthrough`` (benchmark baselines).
     engine: str = field(default_factory=lambda: _env("ENGINE", "pipeline"))
+    #: Folder that upload images given by reference (``file:NAME``) are read
+    #: from; references outside it are refused.
+    image_root: str = field(default_factory=lambda: _env("IMAGE_ROOT", "images"))
+    #: Encode upload text and images (``0`` registers items with metadata only).
+    content: bool = field(default_factory=lambda: _env("CONTENT", "1") not in ("0", "false"))

@@ -7,6 +7,7 @@ lets the benchmark swap in the pass-through variant with the same I/O.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from streamrec.content.item_encoder import ItemEncoder
 from streamrec.online_models.blend import Blend, Recommendation
 from streamrec.online_models.shared_state import SharedState
 from streamrec.streams import dead_letter
@@ -64,9 +66,12 @@ class Engine:
     """Applies batches of interactions, uploads and requests to a :class:`Blend`."""
 
     def __init__(self, blend: Blend, state: SharedState, top_k: int = 10,
-                 worker: str = "worker", dedupe_window: int = 200_000) -> None:
+                 worker: str = "worker", dedupe_window: int = 200_000,
+                 content: ItemEncoder | None = None) -> None:
         self.blend = blend
         self.state = state
+        #: Encodes uploads (text, image) into item embeddings; None: metadata only.
+        self.content = content
         self.top_k = top_k
         self.worker = worker
         self.model_version = {"blend": "online", "student": None}
@@ -153,21 +158,32 @@ class Engine:
         return out
 
     async def uploads(self, batch: Sequence[Incoming]) -> Outgoing:
-        """Register uploaded items: recommendable at once through the freshness source.
-
-        The multimodal path (text and image embeddings) plugs in here: it will encode
-        ``Upload.title/description/tags/image`` and cache the fused vector before registering.
-        """
+        """Register uploaded items: recommendable at once through the freshness source, and
+        through the content source once their text and image are encoded (the whole batch in
+        one call per encoder, in a thread so the interactions agent keeps running). Uploads
+        with unusable content (blank text, corrupt or oversized image) are dead-lettered."""
         out = Outgoing([], [], {})
+        decoded = decode_batch(batch, out, "upload")
+        vectors: dict[str, object] = {}
+        if self.content is not None and decoded:
+            enc = await asyncio.to_thread(self.content.encode, [ev for _, ev in decoded])
+            for pos, reason in enc.rejected:
+                reject(decoded[pos][0], reason, out)
+            decoded = [decoded[p] for p in enc.positions]
+            vectors = {ev.item_id: v for (_, ev), v in zip(decoded, enc.vectors)}
+            await self.state.cache.put_many(list(vectors), enc.vectors)
         items = []
-        for msg, ev in decode_batch(batch, out, "upload"):
-            self.blend.add_item(ev.item_id, ev.ts)
+        for msg, ev in decoded:
+            self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id))
             self.clock = max(self.clock, ev.ts)
             meta = orjson.dumps({"title": ev.title, "description": ev.description,
-                                 "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts})
+                                 "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts,
+                                 "produced_ts": msg.timestamp, "indexed_ts": time.time(),
+                                 "embedding": ev.item_id in vectors})
             items.append((ev.item_id, ev.ts, meta))
         await self.state.register_items(items)
         out.stats["events"] = out.stats["events_upload"] = len(items)
+        out.stats["embedded"] = len(vectors)
         await self.state.after_batch({}, out.stats)
         return out
 

@@ -10,15 +10,13 @@ import numpy as np
 
 from streamrec.online_models.base import CandidateSource
 from streamrec.online_models.catalog import Catalog
+from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
 from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.ranker import OnlineRanker
 
-#: One reciprocal-rank feature per source (rank among this user's candidates, 0 when the source
-#: has no opinion) plus a few scale-free extras. Ranks rather than raw scores keep the features
-#: comparable across sources, users and time, which a linear ranker needs.
 def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
     """The order that groups candidates by ``rows`` (ascending), highest ``v`` first in each,
     ties in their original order: ``np.lexsort((-v, rows))``, 2.5x faster as one float key.
@@ -33,11 +31,17 @@ def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.argsort(rows + (0.5 - np.arctan(v / scale) / np.pi) * 0.999, kind="stable")
 
 
+#: One reciprocal-rank feature per source (rank among this user's candidates, 0 when the source
+#: has no opinion) plus a few scale-free extras. Ranks rather than raw scores keep the features
+#: comparable across sources, users and time, which a linear ranker needs.
 FEATURES = (
     "popularity_rr", "covisitation_rr", "isgd_rr", "fresh_rr",
     "popularity_log", "covisitation_share", "isgd_z", "age_log",
     "isgd_x_activity", "covisitation_x_activity",
+    "content_rr", "content_cosine",
 )
+#: Columns of the per-source reciprocal ranks.
+RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10}
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,7 +89,8 @@ class Blend:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
-                       ISGD(self.catalog, seed=seed), Freshness(self.catalog)]
+                       ISGD(self.catalog, seed=seed), Freshness(self.catalog),
+                       ContentSource(self.catalog)]
         self.sources = {s.name: s for s in sources}
         for s in sources:
             if s.catalog is not self.catalog:
@@ -161,7 +166,7 @@ class Blend:
         at = {name: v[rows, idx] for name, v in values.items()}
         pos = np.arange(len(idx)) - starts[rows]
         counts = np.bincount(rows, minlength=U)
-        for col, name in enumerate(("popularity", "covisitation", "isgd", "fresh")):
+        for name, col in RANK_COLUMNS.items():
             v = at.get(name)
             if v is None:
                 continue
@@ -189,6 +194,9 @@ class Blend:
         act = np.log1p(np.array([self.activity.get(u, 0) for u in users], dtype=float)) / 5.0
         X[:, 8] = X[:, 6] * act[rows]
         X[:, 9] = X[:, 5] * act[rows]
+        content = at.get("content")
+        if content is not None:
+            X[:, 11] = np.where(np.isfinite(content), content, 0.0)
         return X
 
     # ---- learning -------------------------------------------------------------------------
@@ -263,9 +271,13 @@ class Blend:
         if len(offered) > self.max_offers:
             offered.popitem(last=False)
 
-    def add_item(self, item: str, ts: float) -> None:
-        """Register a new item (an upload) so the freshness source can propose it at once."""
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
+        """Register a new item (an upload) so the freshness source can propose it at once, and
+        the content source too when its ``embedding`` is given."""
         self.catalog.add(item, ts)
+        content = self.sources.get("content")
+        if embedding is not None and content is not None:
+            content.set_embedding(item, embedding, ts)
 
     # ---- recommending ---------------------------------------------------------------------
 

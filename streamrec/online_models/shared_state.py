@@ -15,6 +15,7 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:isgd               hash item -> float32 latent vector bytes
     {p}:items              hash item -> JSON metadata (uploads)
     {p}:items:ts           zset item -> first-seen time
+    {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
     {p}:user:{user}        JSON user state (recent and seen items, activity, latent vector)
     {p}:offsets            hash "topic:partition" -> last applied offset
     {p}:ranker             JSON ranker state (weights and scaler statistics)
@@ -32,6 +33,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.popularity import EPOCH_HALF_LIVES
 
@@ -68,7 +70,7 @@ class SharedState:
 
     def __init__(self, redis: aioredis.Redis, blend: Blend, prefix: str = "streamrec",
                  refresh_s: float = 5.0, neighbour_refresh_s: float = 60.0,
-                 worker: str = "worker") -> None:
+                 worker: str = "worker", content_version: str | None = None) -> None:
         self.r = redis
         self.worker = worker
         self.neighbour_refresh_s = neighbour_refresh_s
@@ -79,6 +81,10 @@ class SharedState:
         self.pop = blend.sources.get("popularity")
         self.co = blend.sources.get("covisitation")
         self.mf = blend.sources.get("isgd")
+        self.content = blend.sources.get("content")
+        #: Item embeddings shared by all workers (None when content is switched off).
+        self.cache = EmbeddingCache(redis, content_version, self.content.dim, prefix) \
+            if self.content is not None and content_version else None
         # Switch on the journals: the models now record what must be written back.
         if self.pop is not None:
             self.pop.journal = {}
@@ -110,6 +116,9 @@ class SharedState:
         }
         if self.mf is not None and user in self.mf.user_factors:
             state["p"] = self.mf.user_factors[user].astype(np.float32).tobytes().hex()
+        if self.content is not None and user in self.content.profiles:
+            profile, ts = self.content.profiles[user]
+            state["c"], state["ct"] = profile.astype(np.float32).tobytes().hex(), ts
         return orjson.dumps(state)
 
     def _apply_user(self, user: str, raw: bytes | None) -> None:
@@ -128,6 +137,9 @@ class SharedState:
         if self.mf is not None and "p" in d:
             self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).astype(
                 np.float64)
+        if self.content is not None and "c" in d:
+            self.content.profiles[user] = (np.frombuffer(bytes.fromhex(d["c"]), np.float32).copy(),
+                                           float(d.get("ct", 0.0)))
 
     # ---- one batch ------------------------------------------------------------------------
 
@@ -295,8 +307,10 @@ class SharedState:
         if self.mf is not None:
             for k, v in vectors.items():
                 self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
-        for k, ts in items:
-            self.blend.add_item(k.decode(), ts)
+        new = [k.decode() for k, _ in items]
+        vectors = await self.cache.get_many(new) if self.cache is not None and new else {}
+        for k, (_, ts) in zip(new, items):
+            self.blend.add_item(k, ts, vectors.get(k))
             self._items_seen_ts = max(self._items_seen_ts, ts)
 
     async def save_ranker(self) -> None:

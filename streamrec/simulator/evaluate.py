@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.catalog import Catalog
+from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
+from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.river_mf import RiverBiasedMF
@@ -27,6 +29,12 @@ class OnlineModel(Protocol):
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None: ...
 
 
+def blend_without_content(seed: int = 0) -> Blend:
+    c = Catalog()
+    return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
+                             Freshness(c)], seed=seed)
+
+
 def default_models(seed: int = 0) -> dict[str, Any]:
     """The models `streamrec evaluate` compares, each with its own catalogue."""
     return {
@@ -34,8 +42,41 @@ def default_models(seed: int = 0) -> dict[str, Any]:
         "covisitation": CoVisitation(Catalog()),
         "isgd": ISGD(Catalog(), seed=seed),
         "river_biasedmf": RiverBiasedMF(Catalog(), seed=seed),
+        "content": ContentSource(Catalog()),
         "blend": Blend(Catalog(), seed=seed),
+        "blend_no_content": blend_without_content(seed),
     }
+
+
+def encode_uploads(events: Iterable[Event], batch: int = 64,
+                   progress: Callable[[int, int], None] | None = None,
+                   image_root: str | None = None) -> dict[str, Any]:
+    """Fused content embeddings of every upload's item, encoded in batches (as the worker
+    does); uploads whose content is unusable get none."""
+    from streamrec.content.item_encoder import ItemEncoder
+
+    uploads = [e for e in events if isinstance(e, Upload)]
+    enc = ItemEncoder(image_root)
+    out: dict[str, Any] = {}
+    for a in range(0, len(uploads), batch):
+        chunk = uploads[a:a + batch]
+        res = enc.encode(chunk)
+        out.update({chunk[p].item_id: v for p, v in zip(res.positions, res.vectors)})
+        if progress is not None:
+            progress(min(a + batch, len(uploads)), len(uploads))
+    return out
+
+
+def _register(model: Any, item: str, ts: float, embedding: Any) -> None:
+    if isinstance(model, Blend):
+        model.add_item(item, ts, embedding)
+    elif isinstance(model, ContentSource):
+        if embedding is not None:
+            model.set_embedding(item, embedding, ts)
+    else:
+        add = getattr(model, "add_item", None) or getattr(model, "add", None)
+        if add is not None:
+            add(item, ts)
 
 
 def top_ids(model: Any, user: str, k: int, seen: set[str], now: float) -> list[str]:
@@ -81,8 +122,11 @@ class Scores:
 
 
 def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: int = 10,
-                progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run the protocol over ``events``; returns ``{"events", "clicks", "models": {...}}``."""
+                progress: Callable[[int], None] | None = None,
+                embeddings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run the protocol over ``events``; returns ``{"events", "clicks", "models": {...}}``.
+    ``embeddings`` (item -> content vector) are handed to models at the item's upload."""
+    embeddings = embeddings or {}
     scores = {name: Scores(k) for name in models}
     seen: dict[str, set[str]] = {}
     at_view: dict[tuple[str, str], dict[str, int | None]] = {}
@@ -96,11 +140,9 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
         if isinstance(ev, Upload):
             items.add(ev.item_id)
             for name, m in models.items():
-                add = getattr(m, "add_item", None) or getattr(m, "add", None)
-                if add is not None:
-                    t0 = time.perf_counter()
-                    add(ev.item_id, ev.ts)
-                    scores[name].seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                _register(m, ev.item_id, ev.ts, embeddings.get(ev.item_id))
+                scores[name].seconds += time.perf_counter() - t0
             continue
         if not isinstance(ev, (View, Click)):
             continue

@@ -9,10 +9,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.simulator.render import render_item, to_base64_png
 from streamrec.streams.events import Click, Event, Upload, View
 
-_SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "zu", "be", "da", "fe", "go", "hi",
-              "ja", "ko", "lu", "ma", "no", "pi", "ri", "se", "ta", "we", "yo")
+#: Per-topic vocabularies (real words, so a text encoder's semantics carry the topic signal).
+TOPICS = {
+    "cooking": "recipe pasta oven spicy bake kitchen chef soup dessert garlic bread grill "
+               "noodles flavour dinner",
+    "football": "goal match striker league penalty stadium coach keeper derby transfer pitch "
+                "tackle fans cup season",
+    "space": "rocket orbit planet galaxy telescope astronaut mars launch nebula moon comet "
+             "satellite cosmos star probe",
+    "music": "concert guitar album band singer drums melody festival piano chorus vinyl song "
+             "tour rhythm jazz",
+    "gardening": "seeds compost flowers tomato roses soil pruning greenhouse herbs bloom "
+                 "orchard vegetables lawn tulips harvest",
+    "cars": "engine racing turbo sedan horsepower garage drift motor wheels tyres rally "
+            "electric speed coupe highway",
+    "fashion": "runway dress designer style jacket vintage fabric model outfit couture "
+               "sneakers denim trend silk collection",
+    "travel": "beach island passport hotel backpacking flight adventure coast mountains "
+              "journey resort tourist city hiking sunset",
+    "gaming": "console level boss multiplayer quest controller arcade esports speedrun "
+              "pixel dungeon loot shooter strategy puzzle",
+    "finance": "stocks market investing dividend budget savings crypto inflation bonds "
+               "portfolio economy banking interest trading tax",
+    "pets": "puppy kitten dog cat leash vet grooming paws adoption aquarium parrot hamster "
+            "training treats fur",
+    "fitness": "workout gym running yoga muscles cardio squats protein marathon stretching "
+               "weights training pushups cycling sweat",
+}
 
 
 @dataclass
@@ -26,6 +52,7 @@ class WorldConfig:
     drift: float = 0.02          #: per-session random walk of a user's taste
     click_sharpness: float = 6.0
     events_per_s: float = 100.0  #: simulated time: interactions per second
+    images: bool = True          #: uploads carry a rendered PNG inline (base64)
     seed: int = 0
 
 
@@ -50,15 +77,14 @@ class World:
         self.activity = 1.0 / np.arange(1, c.n_users + 1) ** 0.8  # Zipf-like: some users are busy
         self.activity /= self.activity.sum()
         self.creator_topics = rng.dirichlet(np.full(c.n_topics, 0.2), c.n_creators)
-        self.vocab = [[self._word() for _ in range(40)] for _ in range(c.n_topics)]
-        self.topic_names = [self._word() + self._word() for _ in range(c.n_topics)]
+        names = list(TOPICS)
+        self.topic_names = [names[t % len(names)] + ("" if t < len(names) else str(t))
+                            for t in range(c.n_topics)]
+        self.vocab = [TOPICS[names[t % len(names)]].split() for t in range(c.n_topics)]
         self.item_topics = np.zeros((0, c.n_topics))
         self.item_quality = np.zeros(0)
         self.item_creator: list[int] = []
         self._event_ids = itertools.count()
-
-    def _word(self) -> str:
-        return "".join(self.rng.choice(_SYLLABLES, self.rng.integers(2, 4)))
 
     def _new_item(self, ts: float) -> Upload:
         c, rng = self.cfg, self.rng
@@ -69,12 +95,19 @@ class World:
         self.item_quality = np.append(self.item_quality, rng.normal(0.0, 0.5))
         self.item_creator.append(creator)
         main = np.argsort(-topics)[:2]
-        words = lambda n: [self.vocab[int(rng.choice(c.n_topics, p=topics))][rng.integers(40)]
-                           for _ in range(n)]
+        def words(n: int) -> list[str]:
+            out = []
+            for _ in range(n):
+                vocab = self.vocab[int(rng.choice(c.n_topics, p=topics))]
+                out.append(vocab[int(rng.integers(len(vocab)))])
+            return out
+
+        image = to_base64_png(render_item(topics, seed=c.seed * 1_000_003 + j)) \
+            if c.images else None
         return Upload(f"e{next(self._event_ids)}", f"i{j}", f"c{creator}", ts,
                       title=" ".join(words(3)).capitalize(),
                       description=" ".join(words(12)),
-                      tags=tuple(self.topic_names[t] for t in main))
+                      tags=tuple(self.topic_names[t] for t in main), image=image)
 
     def affinity(self, user: int) -> np.ndarray:
         """True affinity of ``user`` for every item (cosine of tastes and topics, plus quality)."""

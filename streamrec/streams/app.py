@@ -15,6 +15,7 @@ from streamrec.agents.engine import Engine, PassthroughEngine
 from streamrec.agents.naive import NaivePipeline
 from streamrec.agents.runner import process
 from streamrec.config import Settings
+from streamrec.content.item_encoder import ItemEncoder
 from streamrec.embedded import free_port
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.shared_state import SharedState
@@ -30,12 +31,13 @@ def worker_id() -> str:
 
 def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
     blend = Blend()
+    content = ItemEncoder(settings.image_root) if settings.content else None
     state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
-                        worker=worker_id())
+                        worker=worker_id(), content_version=content and content.version)
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
-    return cls(blend, state, top_k=settings.top_k, worker=worker_id())
+    return cls(blend, state, top_k=settings.top_k, worker=worker_id(), content=content)
 
 
 def create_app(settings: Settings) -> App:

