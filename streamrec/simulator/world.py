@@ -86,7 +86,8 @@ class World:
         self.item_creator: list[int] = []
         self._event_ids = itertools.count()
 
-    def _new_item(self, ts: float) -> Upload:
+    def new_item(self, ts: float) -> Upload:
+        """A new item from a random creator, as its upload event (text, tags and image)."""
         c, rng = self.cfg, self.rng
         creator = int(rng.integers(c.n_creators))
         topics = rng.dirichlet(self.creator_topics[creator] * 5 + 0.05)
@@ -130,7 +131,7 @@ class World:
         ts = start_ts
         emitted = 0
         for _ in range(c.n_items):
-            yield self._new_item(ts)
+            yield self.new_item(ts)
             emitted += 1
         interactions, next_upload = 0, c.upload_every
         while limit is None or emitted < limit:
@@ -163,7 +164,7 @@ class World:
                     interactions += 1
                 if interactions >= next_upload:
                     next_upload += c.upload_every
-                    yield self._new_item(ts)
+                    yield self.new_item(ts)
                     emitted += 1
                 if limit is not None and emitted >= limit:
                     return
