@@ -29,8 +29,12 @@ def test_simulated_log_evaluates_prequentially(tmp_path):
     assert sum(1 for _ in log.open()) == 3000
     result = json.loads(run("evaluate", "--log", str(log), "--json").stdout.strip().splitlines()[-1])
     assert result["events"] == 3000 and result["clicks"] > 0
-    assert {"popularity", "covisitation", "isgd", "river_biasedmf", "blend"} == set(result["models"])
-    assert all(0.0 <= m["hr_at_10"] <= 1.0 for m in result["models"].values())
+    assert {"popularity", "covisitation", "isgd", "river_biasedmf", "content", "blend",
+            "blend_no_content"} == set(result["models"])
+    assert all(0.0 <= m["hr_at_10"] <= 1.0 and 0.0 <= m["cold_hr_at_10"] <= 1.0
+               for m in result["models"].values())
+    # The simulated uploads carry text and images: the content source has something to say.
+    assert result["models"]["content"]["coverage"] > 0
 
 
 def test_evaluate_rejects_unknown_models(tmp_path):
