@@ -38,6 +38,9 @@ try:  # resolved once in the parent: a child between fork and exec should not im
 except (ImportError, OSError):  # not Linux
     pass
 
+#: For Python children (the encoder process): the same guarantee.
+die_with_parent = _die_with_parent
+
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``argv`` in its own session (so it and its children can be signalled together),

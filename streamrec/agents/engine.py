@@ -7,7 +7,6 @@ lets the benchmark swap in the pass-through variant with the same I/O.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from streamrec.content.item_encoder import ItemEncoder
+from streamrec.content.encoder_process import EncoderProcess
 from streamrec.online_models.blend import Blend, Recommendation
 from streamrec.online_models.shared_state import SharedState
 from streamrec.streams import dead_letter
@@ -67,7 +66,7 @@ class Engine:
 
     def __init__(self, blend: Blend, state: SharedState, top_k: int = 10,
                  worker: str = "worker", dedupe_window: int = 200_000,
-                 content: ItemEncoder | None = None) -> None:
+                 content: EncoderProcess | None = None) -> None:
         self.blend = blend
         self.state = state
         #: Encodes uploads (text, image) into item embeddings; None: metadata only.
@@ -160,18 +159,26 @@ class Engine:
     async def uploads(self, batch: Sequence[Incoming]) -> Outgoing:
         """Register uploaded items: recommendable at once through the freshness source, and
         through the content source once their text and image are encoded (the whole batch in
-        one call per encoder, in a thread so the interactions agent keeps running). Uploads
-        with unusable content (blank text, corrupt or oversized image) are dead-lettered."""
+        one call per encoder, in the encoder process so the interactions agent keeps running).
+        Uploads with unusable content (blank text, corrupt or oversized image) are
+        dead-lettered."""
         out = Outgoing([], [], {})
         decoded = decode_batch(batch, out, "upload")
         vectors: dict[str, object] = {}
         if self.content is not None and decoded:
-            enc = await asyncio.to_thread(self.content.encode, [ev for _, ev in decoded])
-            for pos, reason in enc.rejected:
-                reject(decoded[pos][0], reason, out)
-            decoded = [decoded[p] for p in enc.positions]
-            vectors = {ev.item_id: v for (_, ev), v in zip(decoded, enc.vectors)}
-            await self.state.cache.put_many(list(vectors), enc.vectors)
+            # Items already in the cache (a replay after a rebalance, another consumer group
+            # of the same app) are not encoded again.
+            vectors = await self.state.cache.get_many([ev.item_id for _, ev in decoded])
+            todo = [(m, ev) for m, ev in decoded if ev.item_id not in vectors]
+            if todo:
+                enc = await self.content.encode([ev for _, ev in todo])
+                for pos, reason in enc.rejected:
+                    reject(todo[pos][0], reason, out)
+                encoded = [todo[p][1].item_id for p in enc.positions]
+                await self.state.cache.put_many(encoded, enc.vectors)
+                vectors.update(zip(encoded, enc.vectors))
+                rejected = {todo[pos][1].item_id for pos, _ in enc.rejected}
+                decoded = [(m, ev) for m, ev in decoded if ev.item_id not in rejected]
         items = []
         for msg, ev in decoded:
             self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id))

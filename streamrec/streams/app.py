@@ -15,7 +15,7 @@ from streamrec.agents.engine import Engine, PassthroughEngine
 from streamrec.agents.naive import NaivePipeline
 from streamrec.agents.runner import process
 from streamrec.config import Settings
-from streamrec.content.item_encoder import ItemEncoder
+from streamrec.content.encoder_process import EncoderProcess
 from streamrec.embedded import free_port
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.shared_state import SharedState
@@ -31,7 +31,7 @@ def worker_id() -> str:
 
 def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
     blend = Blend()
-    content = ItemEncoder(settings.image_root) if settings.content else None
+    content = EncoderProcess(settings.image_root) if settings.content else None
     state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
                         worker=worker_id(), content_version=content and content.version)
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
@@ -127,6 +127,8 @@ def create_app(settings: Settings) -> App:
     async def save_on_shutdown(sender, **kwargs):
         if started:
             await engine.state.save_ranker()
+        if engine.content is not None:
+            engine.content.close()
 
     @app.page("/metrics")
     async def metrics_page(web, request):
