@@ -158,8 +158,8 @@ class Engine:
 
     async def uploads(self, batch: Sequence[Incoming]) -> Outgoing:
         """Register uploaded items: recommendable at once through the freshness source, and
-        through the content source once their text and image are encoded (the whole batch in
-        one call per encoder, in the encoder process so the interactions agent keeps running).
+        through the content source once their text and image are encoded (in the encoder
+        process, up to 8 uploads per model call, so the interactions agent keeps running).
         Uploads with unusable content (blank text, corrupt or oversized image) are
         dead-lettered."""
         out = Outgoing([], [], {})

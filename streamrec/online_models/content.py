@@ -97,7 +97,7 @@ class ContentSource(CandidateSource):
             p = self.profile(u)
             if p is not None:
                 P[r] = p
-        S = self.index.scores(P, n).astype(np.float64)
+        S = self.index.scores(P, n)  # float32: cosines need no more
         S[~P.any(axis=1)] = -np.inf  # no profile: no opinion
         return S
 

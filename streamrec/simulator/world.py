@@ -118,9 +118,11 @@ class World:
         return cos + 0.15 * self.item_quality
 
     def events(self, start_ts: float, limit: int | None = None,
-               feed: Callable[[str], Sequence[str]] | None = None) -> Iterator[Event]:
-        """An endless (or ``limit``-long) stream in time order: the initial catalogue's uploads,
-        then feed sessions interleaved with new uploads.
+               feed: Callable[[str], Sequence[str]] | None = None,
+               catalogue: bool = True) -> Iterator[Event]:
+        """An endless (or ``limit``-long) stream in time order: the initial catalogue's uploads
+        (unless ``catalogue`` is False, to continue a world already published), then feed
+        sessions interleaved with new uploads.
 
         Without ``feed`` the app's page is organic (mostly items that fit the user). With it,
         the loop is closed: ``feed(user_id)`` returns the recommendations the app shows first,
@@ -130,7 +132,7 @@ class World:
         dt = 1.0 / c.events_per_s
         ts = start_ts
         emitted = 0
-        for _ in range(c.n_items):
+        for _ in range(c.n_items if catalogue else 0):
             yield self.new_item(ts)
             emitted += 1
         interactions, next_upload = 0, c.upload_every
