@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 from skimage import data
 
 from streamrec.content.embedding_cache import EmbeddingCache
