@@ -38,7 +38,7 @@ FEATURES = (
     "popularity_rr", "covisitation_rr", "isgd_rr", "fresh_rr",
     "popularity_log", "covisitation_share", "isgd_z", "age_log",
     "isgd_x_activity", "covisitation_x_activity",
-    "content_rr", "content_cosine",
+    "content_rr", "content_cosine", "content_x_unseen_item",
 )
 #: Columns of the per-source reciprocal ranks.
 RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10}
@@ -197,6 +197,8 @@ class Blend:
         content = at.get("content")
         if content is not None:
             X[:, 11] = np.where(np.isfinite(content), content, 0.0)
+            if "popularity" in at:  # nobody has touched the item yet: content is all we have
+                X[:, 12] = X[:, 11] * (at["popularity"] <= 0.0)
         return X
 
     # ---- learning -------------------------------------------------------------------------
