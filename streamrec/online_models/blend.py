@@ -17,6 +17,7 @@ from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.ranker import OnlineRanker
 
+
 def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
     """The order that groups candidates by ``rows`` (ascending), highest ``v`` first in each,
     ties in their original order: ``np.lexsort((-v, rows))``, 2.5x faster as one float key.
