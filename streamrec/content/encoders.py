@@ -35,6 +35,10 @@ CHUNK = 8
 _STD = np.float32(0.5)
 
 
+def _in_chunks(encode, items: Sequence) -> np.ndarray:
+    return np.vstack([encode(items[a:a + CHUNK]) for a in range(0, len(items), CHUNK)])
+
+
 class TextEncoder:
     """Sentences -> unit vectors.
 
@@ -69,8 +73,7 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) > CHUNK:
-            return np.vstack([self.encode(texts[a:a + CHUNK])
-                              for a in range(0, len(texts), CHUNK)])
+            return _in_chunks(self.encode, texts)
         if not texts:
             return np.zeros((0, TEXT_DIM), np.float32)
         enc = self.tokenizer.encode_batch(list(texts))
@@ -114,8 +117,7 @@ class ImageEncoder:
 
     def encode(self, images: Sequence[Image.Image]) -> np.ndarray:
         if len(images) > CHUNK:
-            return np.vstack([self.encode(images[a:a + CHUNK])
-                              for a in range(0, len(images), CHUNK)])
+            return _in_chunks(self.encode, images)
         if not images:
             return np.zeros((0, IMAGE_DIM), np.float32)
         with torch.inference_mode():
