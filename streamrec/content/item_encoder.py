@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.content.encoders import ImageEncoder, TextEncoder
+from streamrec.content.encoders import IMAGE_DIM, TEXT_DIM, ImageEncoder, TextEncoder
 from streamrec.content.fusion import FixedFusion
 from streamrec.content.images import load_image
 from streamrec.streams.events import InvalidEvent, Upload
@@ -27,6 +27,19 @@ class Encoded:
 
     positions: list[int]
     vectors: np.ndarray
+    rejected: list[tuple[int, str]]
+
+
+@dataclass
+class Features:
+    """Raw encoder outputs of the usable uploads: text (n x 384), image (n x 1280, zero rows
+    where ``has_image`` is False), tags; and the rejects."""
+
+    positions: list[int]
+    text: np.ndarray
+    image: np.ndarray
+    has_image: np.ndarray
+    tags: list[tuple[str, ...]]
     rejected: list[tuple[int, str]]
 
 
@@ -55,7 +68,8 @@ class ItemEncoder:
             self._image = ImageEncoder.shared()
         return self._image
 
-    def encode(self, uploads: Sequence[Upload]) -> Encoded:
+    def features(self, uploads: Sequence[Upload]) -> Features:
+        """The raw text and image features of the usable uploads (before fusion)."""
         positions, texts, images, has_image, rejected = [], [], [], [], []
         for pos, up in enumerate(uploads):
             try:
@@ -71,13 +85,19 @@ class ItemEncoder:
             has_image.append(img is not None)
             if img is not None:
                 images.append(img)
-        if not positions:
-            return Encoded([], np.zeros((0, self.dim), np.float32), rejected)
-        text_vecs = self.text.encode(texts)
-        image_vecs = None
+        n = len(positions)
+        text_vecs = self.text.encode(texts) if texts else np.zeros((0, TEXT_DIM), np.float32)
+        image_vecs = np.zeros((n, IMAGE_DIM), np.float32)
         if images:
-            image_vecs = np.zeros((len(positions), self.image.dim), np.float32)
             image_vecs[np.flatnonzero(has_image)] = self.image.encode(images)
-        tags = [uploads[p].tags for p in positions]
-        return Encoded(positions, self.fusion.fuse(text_vecs, image_vecs, tags, has_image),
-                       rejected)
+        return Features(positions, text_vecs, image_vecs, np.array(has_image, bool),
+                        [tuple(uploads[p].tags) for p in positions], rejected)
+
+    def fuse(self, f: Features) -> np.ndarray:
+        if not f.positions:
+            return np.zeros((0, self.dim), np.float32)
+        return self.fusion.fuse(f.text, f.image, f.tags, f.has_image)
+
+    def encode(self, uploads: Sequence[Upload]) -> Encoded:
+        f = self.features(uploads)
+        return Encoded(f.positions, self.fuse(f), f.rejected)

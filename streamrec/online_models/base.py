@@ -42,6 +42,11 @@ class CandidateSource:
     #: Scores at or below this mean "no opinion".
     floor = 0.0
 
+    @property
+    def active(self) -> bool:
+        """False while the source has nothing to say to anyone (a student not yet loaded)."""
+        return True
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         raise NotImplementedError
 

@@ -16,6 +16,7 @@ from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.ranker import OnlineRanker
+from streamrec.online_models.student import StudentSource
 
 
 def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -32,6 +33,20 @@ def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.argsort(rows + (0.5 - np.arctan(v / scale) / np.pi) * 0.999, kind="stable")
 
 
+def _z_by_row(v: np.ndarray, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``v`` standardised within each row's candidates; 0 for rows with a non-finite value or
+    no spread."""
+    U = len(counts)
+    finite = np.isfinite(v)
+    v0 = np.where(finite, v, 0.0)
+    ok = np.bincount(rows, ~finite, minlength=U) == 0
+    mean = np.bincount(rows, v0, minlength=U) / np.maximum(counts, 1)
+    var = np.bincount(rows, v0 ** 2, minlength=U) / np.maximum(counts, 1) - mean ** 2
+    sd = np.sqrt(np.maximum(var, 0.0))
+    good = ok[rows] & (sd[rows] > 1e-12)
+    return np.where(good, (v0 - mean[rows]) / np.where(good, sd[rows], 1.0), 0.0)
+
+
 #: One reciprocal-rank feature per source (rank among this user's candidates, 0 when the source
 #: has no opinion) plus a few scale-free extras. Ranks rather than raw scores keep the features
 #: comparable across sources, users and time, which a linear ranker needs.
@@ -40,9 +55,11 @@ FEATURES = (
     "popularity_log", "covisitation_share", "isgd_z", "age_log",
     "isgd_x_activity", "covisitation_x_activity",
     "content_rr", "content_cosine", "content_x_unseen_item",
+    "student_rr", "student_z",
 )
 #: Columns of the per-source reciprocal ranks.
-RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10}
+RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10,
+                "student": 13}
 
 
 @dataclass(slots=True, frozen=True)
@@ -91,11 +108,13 @@ class Blend:
         if sources is None:
             sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
                        ISGD(self.catalog, seed=seed), Freshness(self.catalog),
-                       ContentSource(self.catalog)]
+                       ContentSource(self.catalog), StudentSource(self.catalog)]
         self.sources = {s.name: s for s in sources}
         for s in sources:
             if s.catalog is not self.catalog:
                 raise ValueError(f"source {s.name!r} must share the blend's catalogue")
+            if isinstance(s, StudentSource):
+                s.use_history(self.seen_items)
         self.per_source = per_source
         self.label_window_s = label_window_s
         self.negatives_per_click = negatives_per_click
@@ -132,6 +151,8 @@ class Blend:
         rows_, items_, cols_ = [], [], []
         values: dict[str, np.ndarray] = {}
         for col, (name, src) in enumerate(self.sources.items()):
+            if not src.active:
+                continue
             if name in shared:
                 v, order = shared[name]
                 values[name] = np.broadcast_to(v, (U, n))
@@ -181,16 +202,9 @@ class Blend:
         if cv is not None:
             total = np.bincount(rows, cv, minlength=U)[rows]
             X[:, 5] = np.divide(cv, total, out=np.zeros_like(cv), where=total > 0)
-        mf = at.get("isgd")
-        if mf is not None:
-            finite = np.isfinite(mf)
-            mf0 = np.where(finite, mf, 0.0)
-            ok = np.bincount(rows, ~finite, minlength=U) == 0
-            mean = np.bincount(rows, mf0, minlength=U) / np.maximum(counts, 1)
-            var = np.bincount(rows, mf0 ** 2, minlength=U) / np.maximum(counts, 1) - mean ** 2
-            sd = np.sqrt(np.maximum(var, 0.0))
-            good = ok[rows] & (sd[rows] > 1e-12)
-            X[:, 6] = np.where(good, (mf0 - mean[rows]) / np.where(good, sd[rows], 1.0), 0.0)
+        for name, col in (("isgd", 6), ("student", 14)):
+            if name in at:
+                X[:, col] = _z_by_row(at[name], rows, counts)
         X[:, 7] = np.log1p(np.maximum(now - self.catalog.first_seen[idx], 0.0) / 3600.0)
         act = np.log1p(np.array([self.activity.get(u, 0) for u in users], dtype=float)) / 5.0
         X[:, 8] = X[:, 6] * act[rows]
@@ -276,11 +290,12 @@ class Blend:
 
     def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
         """Register a new item (an upload) so the freshness source can propose it at once, and
-        the content source too when its ``embedding`` is given."""
+        the sources that read content (content, student) too when its ``embedding`` is given."""
         self.catalog.add(item, ts)
-        content = self.sources.get("content")
-        if embedding is not None and content is not None:
-            content.set_embedding(item, embedding, ts)
+        if embedding is not None:
+            for s in self.sources.values():
+                if hasattr(s, "set_embedding"):
+                    s.set_embedding(item, embedding, ts)
 
     # ---- recommending ---------------------------------------------------------------------
 

@@ -30,9 +30,16 @@ class OnlineModel(Protocol):
 
 
 def blend_without_content(seed: int = 0) -> Blend:
+    """The blend with no content-derived source (neither content nor student)."""
     c = Catalog()
     return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
                              Freshness(c)], seed=seed)
+
+
+def blend_without_student(seed: int = 0) -> Blend:
+    c = Catalog()
+    return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
+                             Freshness(c), ContentSource(c)], seed=seed)
 
 
 def default_models(seed: int = 0) -> dict[str, Any]:
@@ -43,8 +50,36 @@ def default_models(seed: int = 0) -> dict[str, Any]:
         "isgd": ISGD(Catalog(), seed=seed),
         "river_biasedmf": RiverBiasedMF(Catalog(), seed=seed),
         "content": ContentSource(Catalog()),
-        "blend": Blend(Catalog(), seed=seed),
+        "blend": blend_without_student(seed),
         "blend_no_content": blend_without_content(seed),
+    }
+
+
+def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
+    """The models of a training round (:class:`~streamrec.snapshots.distill.Trained`):
+    ``teacher``, ``student`` and ``student_int8`` alone, and ``blend`` (with the student in
+    service) beside ``blend_no_student``."""
+    from streamrec.online_models.student import StudentSource
+    from streamrec.snapshots.student_scorer import StudentScorer
+    from streamrec.snapshots.teacher import TeacherSource
+
+    w = trained.window
+    c = w.content
+    students = {}
+    for name, q in (("student", False), ("student_int8", True)):
+        students[name] = StudentSource(content_dim=c.fused.shape[1])
+        students[name].swap(StudentScorer(*trained.student_snapshot(q), f"{name}-evaluated"))
+    cat = Catalog()
+    blend_student = StudentSource(cat, content_dim=c.fused.shape[1])
+    blend_student.swap(students["student"].scorer)
+    return {
+        "teacher": TeacherSource(trained.teacher, w.log.item_ids, c.text, c.image, c.has_image,
+                                 w.id_rows),
+        **students,
+        "blend": Blend(cat, sources=[DecayedPopularity(cat), CoVisitation(cat),
+                                     ISGD(cat, seed=seed), Freshness(cat), ContentSource(cat),
+                                     blend_student], seed=seed),
+        "blend_no_student": blend_without_student(seed),
     }
 
 
@@ -70,7 +105,7 @@ def encode_uploads(events: Iterable[Event], batch: int = 64,
 def _register(model: Any, item: str, ts: float, embedding: Any) -> None:
     if isinstance(model, Blend):
         model.add_item(item, ts, embedding)
-    elif isinstance(model, ContentSource):
+    elif hasattr(model, "set_embedding"):  # content, student
         if embedding is not None:
             model.set_embedding(item, embedding, ts)
     else:
@@ -123,9 +158,11 @@ class Scores:
 
 def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: int = 10,
                 progress: Callable[[int], None] | None = None,
-                embeddings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                embeddings: Mapping[str, Any] | None = None,
+                score_from: int = 0) -> dict[str, Any]:
     """Run the protocol over ``events``; returns ``{"events", "clicks", "models": {...}}``.
-    ``embeddings`` (item -> content vector) are handed to models at the item's upload."""
+    ``embeddings`` (item -> content vector) are handed to models at the item's upload. Events
+    before position ``score_from`` (a training window) are learned but not scored."""
     embeddings = embeddings or {}
     scores = {name: Scores(k) for name in models}
     seen: dict[str, set[str]] = {}
@@ -150,8 +187,14 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
         items.add(item)
         user_seen = seen.setdefault(user, set())
         is_click = isinstance(ev, Click)
-        ranks = at_view.pop((user, item), None) if is_click else None
         cold = is_click and item not in clicked_items
+        if n_events <= score_from:
+            for m in models.values():
+                m.learn_one(user, item, ts, is_click)
+            clicked_items.update((item,) if is_click else ())
+            user_seen.add(item)
+            continue
+        ranks = at_view.pop((user, item), None) if is_click else None
         for name, m in models.items():
             sc = scores[name]
             t0 = time.perf_counter()
@@ -173,6 +216,8 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
         user_seen.add(item)
     return {
         "events": n_events,
+        "scored_from_event": score_from,
         "clicks": n_clicks,
-        "models": {name: sc.summary(n_events, len(items)) for name, sc in scores.items()},
+        "models": {name: sc.summary(n_events - score_from, len(items))
+                   for name, sc in scores.items()},
     }

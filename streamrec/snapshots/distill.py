@@ -1,0 +1,320 @@
+"""Training: the teacher on the log window with sampled negatives, then the student against it
+(the distillation seed's two losses: soft targets first, then soft targets plus the hidden
+representation MSE), and the held-out hit rate both are judged by."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from streamrec.snapshots.student import StudentTowers
+from streamrec.snapshots.student_scorer import StudentScorer
+from streamrec.snapshots.teacher import TeacherTowers, pick_device
+from streamrec.snapshots.training_log import HISTORY, Examples, ItemContent, TrainingLog
+
+#: progress(phase, done, total)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Sizes and schedule; the defaults train on MovieLens-100K in about a minute on 2 cores."""
+
+    history: int = HISTORY
+    batch: int = 256
+    #: Sampled negatives shared by a batch (uniform over the window's items).
+    negatives: int = 255
+    teacher_epochs: int = 6
+    #: Epochs with the soft-target loss only, then with soft targets plus the hidden MSE.
+    student_epochs: tuple[int, int] = (3, 3)
+    teacher_lr: float = 2e-3
+    student_lr: float = 5e-3
+    temperature: float = 2.0
+    #: Weight of the true click (hard label) beside the soft targets, as in Hinton et al.
+    hard_weight: float = 0.2
+    hidden_weight: float = 1.0
+    #: Share of the window's clicks (the most recent) held out to judge the models.
+    held_out: float = 0.1
+    seed: int = 0
+    #: None: CUDA when present, else the CPU.
+    device: str | None = None
+    #: CPU threads while training (None: every core).
+    threads: int | None = None
+
+
+@dataclass
+class Window:
+    """The item-side tensors of a training window: content for every item of the log, and
+    id rows (1-based) for the items that had interactions before ``stop``."""
+
+    log: TrainingLog
+    content: ItemContent
+    stop: int
+    id_rows: np.ndarray = field(init=False)
+    behaviour: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.log.item_ids)
+        seen = np.zeros(n, bool)
+        seen[self.log.items[:self.stop]] = True
+        self.id_rows = np.zeros(n, np.int64)
+        self.id_rows[seen] = np.arange(1, seen.sum() + 1)
+        self.behaviour = self.log.behaviour(self.stop)
+
+    @property
+    def n_ids(self) -> int:
+        return int(self.id_rows.max()) if len(self.id_rows) else 0
+
+    @property
+    def trained_items(self) -> np.ndarray:
+        return np.flatnonzero(self.id_rows)
+
+    def item_ids_by_row(self) -> list[str]:
+        ids = self.log.item_ids
+        return [ids[j] for j in self.trained_items[np.argsort(self.id_rows[self.trained_items])]]
+
+    def behaviour_by_row(self) -> np.ndarray:
+        out = np.zeros((self.n_ids + 1, self.behaviour.shape[1]), np.float32)
+        out[self.id_rows[self.trained_items]] = self.behaviour[self.trained_items]
+        return out
+
+    def first_ts(self) -> np.ndarray:
+        """When each item became known: its upload, else its first interaction."""
+        log = self.log
+        first = np.full(len(log.item_ids), np.inf)
+        np.minimum.at(first, log.items, log.ts)
+        for j, item in enumerate(log.item_ids):
+            up = log.uploads.get(item)
+            if up is not None:
+                first[j] = min(first[j], up.ts)
+        return first
+
+
+class _Tensors:
+    """The window on the training device."""
+
+    def __init__(self, w: Window, device: torch.device) -> None:
+        c = w.content
+        self.text = torch.from_numpy(c.text).to(device)
+        self.image = torch.from_numpy(c.image).to(device)
+        self.has_image = torch.from_numpy(c.has_image).to(device)
+        self.fused = torch.from_numpy(c.fused).to(device)
+        self.behaviour = torch.from_numpy(w.behaviour).to(device)
+        self.ids = torch.from_numpy(w.id_rows).to(device)
+
+
+def _batches(n: int, size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for a in range(0, n, size):
+        yield order[a:a + size]
+
+
+def _sample(ex: Examples, rows: np.ndarray, pool: np.ndarray, k: int, rng, device):
+    """A batch as device tensors with its items renumbered into ``uniq``: history, positive
+    and the shared negatives index into the item vectors of ``uniq`` only."""
+    hist, pos = ex.history[rows], ex.positive[rows]
+    neg = pool[rng.integers(0, len(pool), min(k, len(pool)))]
+    uniq, inv = np.unique(np.concatenate([hist[hist >= 0], pos, neg]), return_inverse=True)
+    h = np.full(hist.shape, -1, np.int64)
+    h[hist >= 0] = inv[: int((hist >= 0).sum())]
+    p = inv[len(inv) - len(neg) - len(pos): len(inv) - len(neg)]
+    n = inv[len(inv) - len(neg):]
+    accidental = pos[:, None] == neg[None, :]  # a negative that is the positive
+    t = [torch.from_numpy(a).to(device) for a in (uniq, h, p, n, accidental)]
+    return t
+
+
+def _logits(user: torch.Tensor, items: torch.Tensor, p, n, accidental,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores of (positive, negatives) per example; column 0 is the click."""
+    pos = (user * items[p]).sum(1, keepdim=True)
+    neg = (user @ items[n].T).masked_fill(accidental, -1e9)
+    if bias is not None:
+        pos, neg = pos + bias[p].unsqueeze(1), neg + bias[n].unsqueeze(0)
+    return torch.cat([pos, neg], 1)
+
+
+def split_examples(w: Window, cfg: TrainConfig) -> tuple[Examples, Examples]:
+    """Clicks of the window, oldest first: the first for training, the most recent
+    ``held_out`` share for judging."""
+    ex = w.log.examples(0, w.stop, cfg.history)
+    cut = int(len(ex) * (1.0 - cfg.held_out))
+    return ex.take(np.arange(cut)), ex.take(np.arange(cut, len(ex)))
+
+
+def teacher_item_vectors(teacher: TeacherTowers, t: _Tensors, rows=None) -> torch.Tensor:
+    sel = slice(None) if rows is None else rows
+    return teacher.item_vectors(t.text[sel], t.image[sel], t.has_image[sel], t.ids[sel])
+
+
+def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
+                  progress: Progress | None = None) -> TeacherTowers:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    t = _Tensors(w, device)
+    c = w.content
+    model = TeacherTowers(w.n_ids, c.text.shape[1], c.image.shape[1],
+                          history=cfg.history).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr)
+    pool = w.trained_items
+    steps = cfg.teacher_epochs * -(-len(train) // cfg.batch)
+    done = 0
+    model.train()
+    for _ in range(cfg.teacher_epochs):
+        for rows in _batches(len(train), cfg.batch, rng):
+            uniq, h, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
+            items = teacher_item_vectors(model, t, uniq)
+            logits = _logits(model.user_vectors(items, h), items, p, n, acc)
+            loss = F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long, device=device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+            if progress is not None:
+                progress("teacher", done, steps)
+    return model.eval()
+
+
+def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: TrainConfig,
+                   progress: Progress | None = None) -> StudentTowers:
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 1)
+    t = _Tensors(w, device)
+    model = StudentTowers(w.n_ids, w.content.fused.shape[1], history=cfg.history,
+                          teacher_dim=teacher.config["dim"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
+    pool = w.trained_items
+    per_epoch = -(-len(train) // cfg.batch)
+    steps = sum(cfg.student_epochs) * per_epoch
+    tau, done = cfg.temperature, 0
+    model.train()
+    for phase, epochs in enumerate(cfg.student_epochs):
+        for _ in range(epochs):
+            for rows in _batches(len(train), cfg.batch, rng):
+                uniq, h, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
+                with torch.no_grad():
+                    t_items = teacher_item_vectors(teacher, t, uniq)
+                    t_users = teacher.user_vectors(t_items, h)
+                    t_logits = _logits(t_users, t_items, p, n, acc)
+                ids = t.ids[uniq]
+                s_items = model.item_vectors(t.fused[uniq], t.behaviour[uniq], ids)
+                s_users = model.user_vectors(s_items, h)
+                s_logits = _logits(s_users, s_items, p, n, acc, model.item_bias(ids))
+                soft = F.kl_div(F.log_softmax(s_logits / tau, 1), F.softmax(t_logits / tau, 1),
+                                reduction="batchmean") * tau * tau
+                hard = F.cross_entropy(s_logits, torch.zeros(len(rows), dtype=torch.long,
+                                                             device=device))
+                loss = soft + cfg.hard_weight * hard
+                if phase == 1:  # the hidden representations, relative to the teacher's scale
+                    loss = loss + cfg.hidden_weight * (
+                        F.mse_loss(model.item_adapter(s_items), t_items) / t_items.pow(2).mean()
+                        + F.mse_loss(model.user_adapter(s_users), t_users) / t_users.pow(2).mean())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                done += 1
+                if progress is not None:
+                    progress("student", done, steps)
+    return model.eval()
+
+
+def hit_rate(scores_for: Callable[[Examples], np.ndarray], ex: Examples, first_ts: np.ndarray,
+             k: int = 10, batch: int = 512) -> float:
+    """Share of ``ex``'s clicks whose item is in the top ``k`` of the items known by then,
+    excluding the user's history. ``scores_for(rows)`` gives examples x items."""
+    if len(ex) == 0:
+        return 0.0
+    hits = 0
+    for a in range(0, len(ex), batch):
+        part = ex.take(np.arange(a, min(a + batch, len(ex))))
+        S = np.array(scores_for(part), np.float64)
+        S[first_ts[None, :] > part.ts[:, None]] = -np.inf
+        r, c = np.nonzero(part.history >= 0)
+        S[r, part.history[r, c]] = -np.inf
+        target = S[np.arange(len(part)), part.positive]
+        hits += int(((S > target[:, None]).sum(1) < k).sum())
+    return hits / len(ex)
+
+
+def teacher_scores(teacher: TeacherTowers, w: Window, device=None):
+    """``scores_for`` of the teacher over every item of the log."""
+    t = _Tensors(w, pick_device(device))
+    with torch.no_grad():
+        items = teacher_item_vectors(teacher, t)
+
+    def scores_for(ex: Examples) -> np.ndarray:
+        with torch.no_grad():
+            h = torch.from_numpy(ex.history).to(items.device)
+            return (teacher.user_vectors(items, h) @ items.T).cpu().numpy()
+    return scores_for
+
+
+def scorer_scores(scorer: StudentScorer, w: Window):
+    """``scores_for`` of a served student (numpy) over every item of the log."""
+    V, b = scorer.item_vectors(w.content.fused, scorer.rows(w.log.item_ids))
+
+    def scores_for(ex: Examples) -> np.ndarray:
+        return scorer.user_vectors(V, ex.history) @ V.T + b
+    return scores_for
+
+
+@dataclass
+class Trained:
+    """A round's models and their held-out hit rates."""
+
+    teacher: TeacherTowers
+    student: StudentTowers
+    window: Window
+    scores: dict[str, float]
+    seconds: dict[str, float]
+    examples: int
+
+    def student_snapshot(self, quantise: bool = False):
+        return self.student.snapshot(self.window.item_ids_by_row(),
+                                     self.window.behaviour_by_row(), quantise)
+
+
+def train_models(log: TrainingLog, content: ItemContent, stop: int | None = None,
+                 cfg: TrainConfig | None = None, progress: Progress | None = None) -> Trained:
+    """Teacher, then student, on the interactions before ``stop``; both judged on the
+    window's most recent clicks (held out from training)."""
+    cfg = cfg or TrainConfig()
+    threads = torch.get_num_threads()
+    # Training gets every core (the CLI pins BLAS to one thread for the streaming worker).
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    try:
+        return _train_models(log, content, stop, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg: TrainConfig,
+                  progress: Progress | None) -> Trained:
+    stop = len(log) if stop is None else stop
+    w = Window(log, content, stop)
+    train, held = split_examples(w, cfg)
+    if len(train) < cfg.batch // 4:
+        raise ValueError(f"only {len(train)} training clicks in the window: too few to train on")
+    seconds = {}
+    t0 = time.perf_counter()
+    teacher = train_teacher(w, train, cfg, progress)
+    seconds["teacher"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    student = distil_student(teacher, w, train, cfg, progress)
+    seconds["student"] = time.perf_counter() - t0
+    trained = Trained(teacher, student, w, {}, seconds, len(train))
+    first = w.first_ts()
+    trained.scores["teacher_hr_at_10"] = hit_rate(teacher_scores(teacher, w, cfg.device), held, first)
+    for name, q in (("student_hr_at_10", False), ("student_int8_hr_at_10", True)):
+        scorer = StudentScorer(*trained.student_snapshot(q))
+        trained.scores[name] = hit_rate(scorer_scores(scorer, w), held, first)
+    trained.scores["held_out_clicks"] = len(held)
+    return trained

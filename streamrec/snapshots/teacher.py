@@ -1,0 +1,144 @@
+"""The teacher: a two-tower model over full content features, trained on the recent log.
+
+It is the large model of the distillation seed: too slow for the streaming path (its item tower
+reads the 384-d MiniLM and 1280-d EfficientNet features), trained periodically, on the GPU when
+there is one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamrec.online_models.base import CandidateSource
+from streamrec.online_models.catalog import Catalog
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """``prefer`` if given, else CUDA when present, else the CPU: the same code runs on both."""
+    if prefer:
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TeacherTowers(nn.Module):
+    """Item tower: text, image and item-id embedding, each projected to ``hidden`` and fused
+    by learned weights (a softmax over the three, renormalised when an item has no image),
+    then an MLP to ``dim``. User tower: attention pooling of the history's item vectors with a
+    learned query and position embeddings, then an MLP. Score: their dot product.
+
+    >>> m = TeacherTowers(n_ids=5, text_dim=4, image_dim=6, dim=8, hidden=16, history=3)
+    >>> items = m.item_vectors(torch.randn(5, 4), torch.randn(5, 6), torch.ones(5, dtype=torch.bool),
+    ...                        torch.arange(5))
+    >>> user = m.user_vectors(items, torch.tensor([[-1, 0, 2]]))
+    >>> (user @ items.T).shape
+    torch.Size([1, 5])
+    """
+
+    def __init__(self, n_ids: int, text_dim: int = 384, image_dim: int = 1280, dim: int = 128,
+                 hidden: int = 256, history: int = 30, id_dim: int = 64) -> None:
+        super().__init__()
+        self.config = dict(n_ids=n_ids, text_dim=text_dim, image_dim=image_dim, dim=dim,
+                           hidden=hidden, history=history, id_dim=id_dim)
+        self.text = nn.Linear(text_dim, hidden)
+        self.image = nn.Linear(image_dim, hidden)
+        # Row 0 stands for items the training window never saw.
+        self.ids = nn.Embedding(n_ids + 1, id_dim)
+        nn.init.normal_(self.ids.weight, std=0.05)
+        self.id_proj = nn.Linear(id_dim, hidden)
+        self.fusion_logits = nn.Parameter(torch.zeros(3))
+        self.item_mlp = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                                      nn.GELU(), nn.Linear(hidden, dim))
+        self.positions = nn.Parameter(torch.zeros(history, dim))
+        self.query = nn.Parameter(torch.randn(dim) / dim ** 0.5)
+        self.user_mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(),
+                                      nn.Linear(hidden, dim))
+
+    def fusion_weights(self, has_image: torch.Tensor) -> torch.Tensor:
+        """Per item, the weights of (text, image, id)."""
+        w = torch.softmax(self.fusion_logits, 0).expand(len(has_image), 3).clone()
+        w[:, 1] = w[:, 1] * has_image
+        return w / w.sum(1, keepdim=True)
+
+    def item_vectors(self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor,
+                     ids: torch.Tensor) -> torch.Tensor:
+        """Item vectors; ``ids`` are 1-based rows of the id table, 0 for unseen items."""
+        w = self.fusion_weights(has_image.float())
+        h = (w[:, :1] * self.text(text) + w[:, 1:2] * self.image(image)
+             + w[:, 2:] * self.id_proj(self.ids(ids)))
+        return self.item_mlp(h)
+
+    def user_vectors(self, item_vecs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """User vectors from ``history`` (users x H rows of ``item_vecs``, -1 pads)."""
+        mask = history >= 0
+        h = item_vecs[history.clamp(min=0)] + self.positions[-history.shape[1]:]
+        att = (h @ self.query).masked_fill(~mask, -1e9)
+        att = torch.softmax(att, 1) * mask  # a user with no history pools to zero
+        pooled = (att.unsqueeze(2) * h).sum(1)
+        mean = (h * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.user_mlp(torch.cat([pooled, mean], 1))
+
+
+class TeacherSource(CandidateSource):
+    """A trained teacher as a candidate source (for evaluation beside the student): item
+    vectors computed once from the full content features, a user's vector from their latest
+    distinct items at each call.
+
+    >>> import numpy as np
+    >>> m = TeacherTowers(n_ids=2, text_dim=4, image_dim=6, dim=8, hidden=16, history=3)
+    >>> src = TeacherSource(m, ["a", "b", "c"], np.ones((3, 4), np.float32),
+    ...                     np.zeros((3, 6), np.float32), np.zeros(3, bool), np.array([1, 2, 0]))
+    >>> src.learn_one("ann", "a", ts=0)
+    >>> len(src.recommend("ann", k=5, exclude=["a"]))
+    2
+    """
+
+    name = "teacher"
+    floor = -float("inf")
+
+    def __init__(self, teacher: TeacherTowers, item_ids: list[str], text, image, has_image,
+                 id_rows, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog if catalog is not None else Catalog()
+        self.teacher = teacher
+        self.history = teacher.config["history"]
+        self._row = {item: r for r, item in enumerate(item_ids)}
+        device = next(teacher.parameters()).device
+        with torch.no_grad():
+            self._items = teacher.item_vectors(*(torch.as_tensor(a).to(device) for a in (
+                text, image, has_image, id_rows)))
+        self._own: dict[str, tuple[list[int], set[int]]] = {}
+
+    def add_item(self, item: str, ts: float) -> None:
+        """An upload: its content is known, so the teacher can score it at once."""
+        self.catalog.add(item, ts)
+
+    def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
+        self.catalog.add(item, ts)
+        r = self._row.get(item)
+        h, seen = self._own.setdefault(user, ([], set()))
+        if r is not None and r not in seen:
+            seen.add(r)
+            h.append(r)
+
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        n, H = len(self.catalog), self.history
+        hist = np.full((len(users), H), -1, np.int64)
+        for u, user in enumerate(users):
+            h = self._own.get(user, ((),))[0][-H:]
+            if len(h):
+                hist[u, H - len(h):] = h
+        # Catalogue order -> rows of the item vectors; items the teacher never saw score -inf.
+        rows = np.array([self._row.get(i, -1) for i in self.catalog.ids], np.int64)
+        with torch.no_grad():
+            user_vecs = self.teacher.user_vectors(self._items, torch.from_numpy(hist).to(
+                self._items.device))
+            S = (user_vecs @ self._items.T).cpu().numpy()
+        out = np.full((len(users), n), -np.inf, np.float32)
+        known = rows >= 0
+        out[:, known] = S[:, rows[known]]
+        out[(hist < 0).all(axis=1)] = -np.inf
+        return out
+
+    def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
+        return self.score_many([user], now)[0]
