@@ -52,11 +52,11 @@ def _progress() -> Progress:
 
 @app.command()
 def worker(
-    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
-    redis: Optional[str] = typer.Option(None, help="Redis URL [env STREAMREC_REDIS]"),
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
+    redis: Optional[str] = typer.Option(None, help="Redis URL \\[env STREAMREC_REDIS]"),
     embedded: bool = typer.Option(False, help="Start an embedded broker and redis-server"),
     engine: str = typer.Option("pipeline", help="pipeline, or a benchmark baseline: naive, passthrough"),
-    partitions: Optional[int] = typer.Option(None, help="Partitions per topic [env STREAMREC_PARTITIONS]"),
+    partitions: Optional[int] = typer.Option(None, help="Partitions per topic \\[env STREAMREC_PARTITIONS]"),
     web_port: int = typer.Option(0, help="Port of the worker's web server (/metrics); 0 picks one"),
     loglevel: str = typer.Option("warning", help="Faust log level"),
 ) -> None:
@@ -85,7 +85,7 @@ def worker(
 
 @app.command()
 def simulate(
-    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
     out: Optional[Path] = typer.Option(None, help="Write events to this JSONL file instead"),
     events: Optional[int] = typer.Option(None, help="Stop after this many events"),
     duration: Optional[float] = typer.Option(None, help="Stop after this many seconds"),
@@ -153,7 +153,7 @@ def _load_events(file: Path, fmt: str, mapping: str, default_type: Optional[str]
 def replay(
     file: Optional[Path] = typer.Argument(None, help="JSONL or CSV event log"),
     dataset: Optional[str] = typer.Option(None, help="Instead of FILE: movielens-100k"),
-    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
     speed: float = typer.Option(0.0, help="Times faster than recorded; 0 = as fast as possible"),
     fmt: str = typer.Option("auto", "--format", help="jsonl, csv or auto (by extension)"),
     columns: str = typer.Option("", help="CSV column mapping: user_id=uid,item_id=movie,ts=time"),
@@ -193,7 +193,7 @@ def _dataset(name: str):
 
 @app.command()
 def tail(
-    kafka: Optional[str] = typer.Option(None, help="Broker host:port [env STREAMREC_KAFKA]"),
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines"),
     from_beginning: bool = typer.Option(False, help="Start at the oldest message"),
     limit: Optional[int] = typer.Option(None, help="Stop after this many messages"),
@@ -336,6 +336,120 @@ def _train_for_evaluation(events, fraction: float, content: bool, epochs: Option
         if n > stop:
             break
     return trained, embeddings, score_from
+
+
+@app.command()
+def train(
+    kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]: "
+                                        "the log is read from it, the student announced on it"),
+    redis: Optional[str] = typer.Option(None, help="Redis URL \\[env STREAMREC_REDIS]: the "
+                                        "snapshot manifest"),
+    log: Optional[Path] = typer.Option(None, help="Train on this JSONL log instead of Kafka"),
+    dataset: Optional[str] = typer.Option(None, help="Train on a dataset: movielens-100k"),
+    window: int = typer.Option(200_000, min=100, help="Latest views and clicks trained on"),
+    every: Optional[float] = typer.Option(None, help="Repeat every this many minutes"),
+    int8: bool = typer.Option(False, help="Publish the int8-quantised student"),
+    force: bool = typer.Option(False, help="Publish even if worse than the one in service"),
+    epochs: Optional[int] = typer.Option(None, help="Teacher epochs (default 6)"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+    snapshot_dir: Optional[Path] = typer.Option(None, help="Folder for large snapshots "
+                                                "\\[env STREAMREC_SNAPSHOT_DIR]"),
+    keep: int = typer.Option(5, min=1, help="Snapshots kept per kind"),
+    as_json: bool = typer.Option(False, "--json", help="Print each round as one JSON line"),
+) -> None:
+    """Train the teacher on the recent log, distil a student, and publish it if it is not
+    worse than the one in service (workers swap it in without a restart)."""
+    s = _settings(kafka, redis)
+    if not s.redis:
+        console.print("[red]No Redis for the snapshot manifest: set STREAMREC_REDIS or pass "
+                      "--redis[/red]")
+        raise typer.Exit(2)
+    if not log and not dataset and not s.kafka:
+        console.print("[red]Nothing to train on: give --log, --dataset, or a broker "
+                      "(STREAMREC_KAFKA / --kafka) to read the log from[/red]")
+        raise typer.Exit(2)
+    if log is not None and not log.is_file():
+        raise typer.BadParameter(f"{log} does not exist")
+    from streamrec.snapshots.distill import TrainConfig
+
+    cfg = TrainConfig(device=device)
+    if epochs:
+        cfg.teacher_epochs = epochs
+        cfg.student_epochs = ((epochs + 1) // 2, epochs // 2)
+    directory = str(snapshot_dir or s.snapshot_dir)
+    try:
+        asyncio.run(_train_rounds(s, log, dataset, window, every, cfg, int8, force, directory,
+                                  keep, as_json))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, force, directory,
+                        keep, as_json) -> None:
+    import redis.asyncio as aioredis
+
+    from streamrec.simulator.publish import start_producer
+    from streamrec.snapshots.log_reader import read_log
+    from streamrec.snapshots.trainer import run_round
+
+    r = aioredis.from_url(s.redis)
+    producer = await start_producer(s.kafka) if s.kafka else None
+    try:
+        while True:
+            started = time.monotonic()
+            with _progress() as progress:
+                if log is not None:
+                    events = sorted(_load_events(log, "jsonl", "", None), key=lambda e: e.ts or 0.0)
+                elif dataset:
+                    events = _dataset(dataset)
+                else:
+                    task = progress.add_task("reading the log", total=None, rate="")
+                    events = await read_log(s.kafka, window, progress=_ticker(progress, task, "ev"))
+                if log is not None or dataset:
+                    events = _latest_interactions(events, window)
+                tasks = {}
+
+                def tick(phase, done, total):
+                    if phase not in tasks:
+                        tasks[phase] = progress.add_task(f"training {phase}" if phase != "content"
+                                                         else "encoding items", total=total, rate="")
+                    progress.update(tasks[phase], completed=done, total=total)
+                report = await run_round(events, r, prefix=s.app_id, snapshot_dir=directory,
+                                         producer=producer, cfg=cfg, int8=int8, force=force,
+                                         image_root=s.image_root, keep=keep, progress=tick)
+            _print_round(report, as_json)
+            if every is None:
+                return
+            await asyncio.sleep(max(0.0, every * 60 - (time.monotonic() - started)))
+    finally:
+        if producer is not None:
+            await producer.stop()
+        await r.aclose()
+
+
+def _latest_interactions(events, window: int):
+    """Every upload, and the latest ``window`` views and clicks."""
+    idx = [i for i, e in enumerate(events) if e.type in ("view", "click")]
+    if len(idx) <= window:
+        return events
+    first = idx[-window]
+    return [e for i, e in enumerate(events) if i >= first or e.type == "upload"]
+
+
+def _print_round(report, as_json: bool) -> None:
+    from dataclasses import asdict
+
+    colour = "green" if report.published else "yellow"
+    title = f"published {report.version}" if report.published else "not published"
+    table = Table(title=f"training round: [{colour}]{title}[/{colour}]: {report.reason}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, v in {**report.scores, **{f"{k}_s": v for k, v in report.seconds.items()},
+                 **report.window}.items():
+        table.add_row(k, "-" if v is None else f"{v:,.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if as_json:
+        print(json.dumps(asdict(report)), flush=True)
 
 
 @app.command()

@@ -37,3 +37,5 @@ class Settings:
     image_root: str = field(default_factory=lambda: _env("IMAGE_ROOT", "images"))
     #: Encode upload text and images (``0`` registers items with metadata only).
     content: bool = field(default_factory=lambda: _env("CONTENT", "1") not in ("0", "false"))
+    #: Folder for snapshots too large for Redis (shared by the trainer and the workers).
+    snapshot_dir: str = field(default_factory=lambda: _env("SNAPSHOT_DIR", "runs/snapshots"))

@@ -17,7 +17,8 @@ import orjson
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.online_models.blend import Blend, Recommendation
 from streamrec.online_models.shared_state import SharedState
-from streamrec.streams import dead_letter
+from streamrec.snapshots.hot_swap import StudentLoader
+from streamrec.streams import dead_letter, metrics
 from streamrec.streams.events import Click, Event, InvalidEvent, View, decode
 from streamrec.streams.topics import EVENT_TYPE
 
@@ -66,11 +67,14 @@ class Engine:
 
     def __init__(self, blend: Blend, state: SharedState, top_k: int = 10,
                  worker: str = "worker", dedupe_window: int = 200_000,
-                 content: EncoderProcess | None = None) -> None:
+                 content: EncoderProcess | None = None,
+                 students: StudentLoader | None = None) -> None:
         self.blend = blend
         self.state = state
         #: Encodes uploads (text, image) into item embeddings; None: metadata only.
         self.content = content
+        #: Fetches published students; None: no student source.
+        self.students = students
         self.top_k = top_k
         self.worker = worker
         self.model_version = {"blend": "online", "student": None}
@@ -119,6 +123,19 @@ class Engine:
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
         return self.blend.recommend_many(users, k or self.top_k, now, None, exclude)
 
+    async def check_student(self) -> None:
+        """Fetch a newly published student, if any; it goes into service before the next
+        batch (:meth:`_swap_student`)."""
+        if self.students is not None:
+            rejected = len(self.students.rejected)
+            await self.students.check()
+            metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
+
+    def _swap_student(self) -> None:
+        if self.students is not None and self.students.apply():
+            self.model_version["student"] = self.students.version
+            metrics.STUDENT_SWAPS.inc()
+
     def learn(self, ev: View | Click) -> None:
         self.blend.learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
 
@@ -127,6 +144,7 @@ class Engine:
     async def interactions(self, batch: Sequence[Incoming]) -> Outgoing:
         """Validate, learn (once per event, even across replays), publish a list per user."""
         out = Outgoing([], [], {})
+        self._swap_student()
         events = decode_batch(batch, out)
         if not events:
             await self.state.after_batch({}, out.stats)
@@ -197,6 +215,7 @@ class Engine:
     async def requests(self, batch: Sequence[Incoming]) -> Outgoing:
         """Answer rec-requests with the user's current list."""
         out = Outgoing([], [], {})
+        self._swap_student()
         reqs = decode_batch(batch, out, "rec-request")
         if not reqs:
             await self.state.after_batch({}, out.stats)
@@ -213,9 +232,40 @@ class Engine:
         return out
 
 
+    async def model_updates(self, batch: Sequence[Incoming]) -> Outgoing:
+        """Announcements of new students: fetch and verify the one now in service.
+        Announcements that are not JSON objects with a ``kind`` and a ``version`` are
+        dead-lettered."""
+        out = Outgoing([], [], {})
+        for msg in batch:
+            try:
+                d = orjson.loads(msg.value or b"")
+                if not isinstance(d, dict) or not isinstance(d.get("version"), str) \
+                        or not isinstance(d.get("kind"), str):
+                    raise ValueError("needs string fields kind and version")
+            except ValueError as exc:
+                reject(msg, f"invalid model update: {exc}", out)
+        if len(out.dead_letters) < len(batch):
+            await self.check_student()
+        return out
+
+
 class PassthroughEngine(Engine):
     """The benchmark's ceiling: the same decoding, Redis reads and writes, batching and
     publishing as :class:`Engine`, with no model work (every list is the same cached one)."""
+
+    async def check_student(self) -> None:
+        """Fetch a newly published student, if any; it goes into service before the next
+        batch (:meth:`_swap_student`)."""
+        if self.students is not None:
+            rejected = len(self.students.rejected)
+            await self.students.check()
+            metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
+
+    def _swap_student(self) -> None:
+        if self.students is not None and self.students.apply():
+            self.model_version["student"] = self.students.version
+            metrics.STUDENT_SWAPS.inc()
 
     def learn(self, ev: View | Click) -> None:
         b = self.blend

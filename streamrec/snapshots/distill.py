@@ -276,6 +276,8 @@ class Trained:
     scores: dict[str, float]
     seconds: dict[str, float]
     examples: int
+    #: The window's most recent clicks, not trained on: what a new student is judged by.
+    held_out: Examples
 
     def student_snapshot(self, quantise: bool = False):
         return self.student.snapshot(self.window.item_ids_by_row(),
@@ -310,7 +312,7 @@ def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg:
     t0 = time.perf_counter()
     student = distil_student(teacher, w, train, cfg, progress)
     seconds["student"] = time.perf_counter() - t0
-    trained = Trained(teacher, student, w, {}, seconds, len(train))
+    trained = Trained(teacher, student, w, {}, seconds, len(train), held)
     first = w.first_ts()
     trained.scores["teacher_hr_at_10"] = hit_rate(teacher_scores(teacher, w, cfg.device), held, first)
     for name, q in (("student_hr_at_10", False), ("student_int8_hr_at_10", True)):

@@ -89,9 +89,13 @@ class TeacherSource(CandidateSource):
     >>> m = TeacherTowers(n_ids=2, text_dim=4, image_dim=6, dim=8, hidden=16, history=3)
     >>> src = TeacherSource(m, ["a", "b", "c"], np.ones((3, 4), np.float32),
     ...                     np.zeros((3, 6), np.float32), np.zeros(3, bool), np.array([1, 2, 0]))
+    >>> for item in "abc":
+    ...     src.add_item(item, ts=0)
     >>> src.learn_one("ann", "a", ts=0)
-    >>> len(src.recommend("ann", k=5, exclude=["a"]))
-    2
+    >>> sorted(item for item, _ in src.recommend("ann", k=5, exclude=["a"]))
+    ['b', 'c']
+    >>> src.recommend("bob", k=5)  # no history: no opinion
+    []
     """
 
     name = "teacher"

@@ -49,12 +49,12 @@ class TrainingLog:
     """Interactions (views and clicks) in time order, with item indices into ``item_ids``.
 
     >>> log = TrainingLog.from_events([View("e1", "ann", "a", 1.0), Click("e2", "ann", "b", 2.0),
-    ...                                Click("e3", "bob", "a", 3.0)])
+    ...                                View("e3", "bob", "c", 3.0), Click("e4", "bob", "c", 3.5)])
     >>> log.item_ids, len(log), log.clicked.tolist()
-    (['a', 'b'], 3, [False, True, True])
+    (['a', 'b', 'c'], 4, [False, True, False, True])
     >>> ex = log.examples(history=2)
     >>> ex.history.tolist(), ex.positive.tolist()
-    ([[-1, 0], [-1, -1]], [1, 0])
+    ([[-1, 0], [-1, -1]], [1, 2])
     """
 
     item_ids: list[str]
@@ -93,7 +93,8 @@ class TrainingLog:
                  history: int = HISTORY) -> Examples:
         """The clicks among interactions ``[start, stop)``, each with the history before it
         (which may reach back before ``start``): the user's latest ``history`` distinct items,
-        in the order first seen."""
+        in the order first seen, before the click or, when the item was viewed first, before
+        that view (as the evaluation protocol scores it: the list shown when it was viewed)."""
         stop = len(self) if stop is None else stop
         recent: dict[int, deque[int]] = {}
         seen: dict[int, set[int]] = {}
@@ -107,6 +108,8 @@ class TrainingLog:
                 seen[u] = set()
             if t >= start and self.clicked[t]:
                 h = list(q)
+                if j in seen[u]:  # viewed first: the history as it stood at that view
+                    h = h[:h.index(j)] if j in h else h
                 hist.append(pad[:history - len(h)] + h)
                 pos.append(j)
                 at.append(t)

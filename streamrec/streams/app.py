@@ -9,6 +9,7 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from aiohttp.web import Response
 
 from streamrec.agents.engine import Engine, PassthroughEngine
@@ -19,6 +20,8 @@ from streamrec.content.encoder_process import EncoderProcess
 from streamrec.embedded import free_port
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.shared_state import SharedState
+from streamrec.snapshots.hot_swap import StudentLoader
+from streamrec.snapshots.store import SnapshotStore
 from streamrec.streams import metrics, topics
 from streamrec.streams.transport import App
 
@@ -37,7 +40,11 @@ def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
-    return cls(blend, state, top_k=settings.top_k, worker=worker_id(), content=content)
+    student = blend.sources.get("student")
+    students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
+                             student) if student is not None else None
+    return cls(blend, state, top_k=settings.top_k, worker=worker_id(), content=content,
+               students=students)
 
 
 def create_app(settings: Settings) -> App:
@@ -97,6 +104,7 @@ def create_app(settings: Settings) -> App:
         nonlocal started
         if not started:
             await engine.state.load()
+            await engine.check_student()
             started = True
 
     @app.agent(topic(topics.VIEWS, topics.CLICKS), name="interactions")
@@ -118,10 +126,23 @@ def create_app(settings: Settings) -> App:
             await ensure_started()
             await process(app.producer, engine.requests, events, "rec-requests")
 
+    @app.agent(topic(topics.MODEL_UPDATES), name="model_updates")
+    async def model_updates(stream):
+        async for events in stream.take_events(100, within=0.1):
+            await ensure_started()
+            await process(app.producer, engine.model_updates, events, "model-updates")
+
     @app.timer(interval=max(settings.refresh_s, 1.0))
-    async def save_ranker():
-        if started:
+    async def refresh_models():
+        if not started:
+            return
+        try:
             await engine.state.save_ranker()
+            # In a consumer group only one worker gets each announcement: the others find
+            # the new student here, within one refresh interval.
+            await engine.check_student()
+        except (RedisError, OSError) as exc:
+            log.warning("model refresh skipped, Redis unavailable: %s", exc)
 
     @app.on_before_shutdown.connect
     async def save_on_shutdown(sender, **kwargs):
