@@ -29,7 +29,8 @@ class StudentSource(CandidateSource):
     >>> t = {"ids.weight": np.zeros((3, 2)), "bias.weight": np.zeros((3, 1)),
     ...      "behaviour": np.zeros((3, 3)), "item1.weight": np.eye(4, 7),
     ...      "item1.bias": np.zeros(4), "item2.weight": np.eye(4), "item2.bias": np.zeros(4),
-    ...      "recency": np.zeros(2), "user.weight": np.eye(4), "user.bias": np.zeros(4)}
+    ...      "recency": np.zeros(2), "user.weight": np.eye(4), "user.bias": np.zeros(4),
+    ...      "prior.weight": np.zeros((4, 2))}
     >>> meta = {"config": "{}", "item_ids": json.dumps(["a", "b"])}
     >>> src = StudentSource(content_dim=2)
     >>> src.swap(StudentScorer(t, meta, "student-v1"))

@@ -74,7 +74,7 @@ def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
     blend_student.swap(students["student"].scorer)
     return {
         "teacher": TeacherSource(trained.teacher, w.log.item_ids, c.text, c.image, c.has_image,
-                                 w.id_rows),
+                                 w.id_rows, c.fused),
         **students,
         "blend": Blend(cat, sources=[DecayedPopularity(cat), CoVisitation(cat),
                                      ISGD(cat, seed=seed), Freshness(cat), ContentSource(cat),

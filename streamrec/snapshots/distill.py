@@ -28,8 +28,14 @@ class TrainConfig:
 
     history: int = HISTORY
     batch: int = 256
-    #: Sampled negatives shared by a batch (uniform over the window's items).
+    #: Sampled negatives shared by a batch, drawn in proportion to clicks ** negative_power
+    #: over the window's items (0: uniform; towards 1 it stops the model from winning on
+    #: popularity alone, which uniform negatives reward).
     negatives: int = 255
+    negative_power: float = 0.0
+    #: Share of items whose id vector is hidden in each teacher batch, so the content towers
+    #: learn to stand in for it (new items have no id).
+    id_dropout: float = 0.0
     teacher_epochs: int = 6
     #: Epochs with the soft-target loss only, then with soft targets plus the hidden MSE.
     student_epochs: tuple[int, int] = (3, 3)
@@ -115,11 +121,20 @@ def _batches(n: int, size: int, rng: np.random.Generator):
         yield order[a:a + size]
 
 
-def _sample(ex: Examples, rows: np.ndarray, pool: np.ndarray, k: int, rng, device):
+def negative_pool(w: Window, power: float) -> tuple[np.ndarray, np.ndarray]:
+    """The items negatives are drawn from (the window's) and their probabilities."""
+    items = w.trained_items
+    clicks = np.bincount(w.log.items[:w.stop][w.log.clicked[:w.stop]], minlength=len(w.id_rows))
+    p = (clicks[items] + 1.0) ** power
+    return items, p / p.sum()
+
+
+def _sample(ex: Examples, rows: np.ndarray, pool: tuple[np.ndarray, np.ndarray], k: int, rng,
+            device):
     """A batch as device tensors with its items renumbered into ``uniq``: history, positive
     and the shared negatives index into the item vectors of ``uniq`` only."""
     hist, pos = ex.history[rows], ex.positive[rows]
-    neg = pool[rng.integers(0, len(pool), min(k, len(pool)))]
+    neg = rng.choice(pool[0], size=min(k, len(pool[0])), p=pool[1])
     uniq, inv = np.unique(np.concatenate([hist[hist >= 0], pos, neg]), return_inverse=True)
     h = np.full(hist.shape, -1, np.int64)
     h[hist >= 0] = inv[: int((hist >= 0).sum())]
@@ -131,13 +146,15 @@ def _sample(ex: Examples, rows: np.ndarray, pool: np.ndarray, k: int, rng, devic
 
 
 def _logits(user: torch.Tensor, items: torch.Tensor, p, n, accidental,
-            bias: torch.Tensor | None = None) -> torch.Tensor:
+            bias: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
     """Scores of (positive, negatives) per example; column 0 is the click."""
     pos = (user * items[p]).sum(1, keepdim=True)
-    neg = (user @ items[n].T).masked_fill(accidental, -1e9)
+    neg = user @ items[n].T
+    if scale is not None:
+        pos, neg = pos * scale, neg * scale
     if bias is not None:
         pos, neg = pos + bias[p].unsqueeze(1), neg + bias[n].unsqueeze(0)
-    return torch.cat([pos, neg], 1)
+    return torch.cat([pos, neg.masked_fill(accidental, -1e9)], 1)
 
 
 def split_examples(w: Window, cfg: TrainConfig) -> tuple[Examples, Examples]:
@@ -148,30 +165,65 @@ def split_examples(w: Window, cfg: TrainConfig) -> tuple[Examples, Examples]:
     return ex.take(np.arange(cut)), ex.take(np.arange(cut, len(ex)))
 
 
-def teacher_item_vectors(teacher: TeacherTowers, t: _Tensors, rows=None) -> torch.Tensor:
+def teacher_item_vectors(teacher: TeacherTowers, t: _Tensors, rows=None,
+                         id_dropout: float = 0.0) -> torch.Tensor:
     sel = slice(None) if rows is None else rows
-    return teacher.item_vectors(t.text[sel], t.image[sel], t.has_image[sel], t.ids[sel])
+    ids = t.ids[sel]
+    if id_dropout > 0:
+        ids = ids.masked_fill(torch.rand(ids.shape, device=ids.device) < id_dropout, 0)
+    return teacher.item_vectors(t.text[sel], t.image[sel], t.has_image[sel], ids, t.fused[sel])
+
+
+class _BestEpoch:
+    """Early stopping: the weights of the epoch (0: the untrained start) that scored best on
+    the held-out clicks, so a round never returns a model its own training made worse."""
+
+    def __init__(self, model: torch.nn.Module, judge: Callable[[torch.nn.Module], float] | None):
+        self.model, self.judge = model, judge
+        self.best, self.state, self.epoch, self.history = -1.0, None, 0, []
+        self.check(0)
+
+    def check(self, epoch: int) -> None:
+        if self.judge is None:
+            return
+        self.model.eval()
+        score = self.judge(self.model)
+        self.history.append(round(score, 4))
+        if score > self.best:
+            self.best, self.epoch = score, epoch
+            self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.train()
+
+    def restore(self) -> torch.nn.Module:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+        return self.model.eval()
 
 
 def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
-                  progress: Progress | None = None) -> TeacherTowers:
+                  progress: Progress | None = None, held_out: Examples | None = None
+                  ) -> TeacherTowers:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     t = _Tensors(w, device)
     c = w.content
-    model = TeacherTowers(w.n_ids, c.text.shape[1], c.image.shape[1],
-                          history=cfg.history).to(device)
+    model = TeacherTowers(w.n_ids, c.text.shape[1], c.image.shape[1], history=cfg.history,
+                          content_dim=c.fused.shape[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.teacher_lr)
-    pool = w.trained_items
+    pool = negative_pool(w, cfg.negative_power)
     steps = cfg.teacher_epochs * -(-len(train) // cfg.batch)
     done = 0
+    first = w.first_ts()
+    best = _BestEpoch(model, held_out is not None and len(held_out) and (
+        lambda m: hit_rate(teacher_scores(m, w, cfg.device), held_out, first)) or None)
     model.train()
-    for _ in range(cfg.teacher_epochs):
+    for epoch in range(cfg.teacher_epochs):
         for rows in _batches(len(train), cfg.batch, rng):
             uniq, h, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
-            items = teacher_item_vectors(model, t, uniq)
-            logits = _logits(model.user_vectors(items, h), items, p, n, acc)
+            items = teacher_item_vectors(model, t, uniq, cfg.id_dropout)
+            logits = _logits(model.user_vectors(items, h), items, p, n, acc,
+                             scale=model.log_scale.exp())
             loss = F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long, device=device))
             opt.zero_grad()
             loss.backward()
@@ -179,22 +231,30 @@ def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
             done += 1
             if progress is not None:
                 progress("teacher", done, steps)
-    return model.eval()
+        best.check(epoch + 1)
+    model.best_epoch, model.epoch_scores = best.epoch, best.history
+    return best.restore()
 
 
 def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: TrainConfig,
-                   progress: Progress | None = None) -> StudentTowers:
+                   progress: Progress | None = None, held_out: Examples | None = None
+                   ) -> StudentTowers:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
     t = _Tensors(w, device)
     model = StudentTowers(w.n_ids, w.content.fused.shape[1], history=cfg.history,
-                          teacher_dim=teacher.config["dim"]).to(device)
+                          teacher_dim=teacher.config["dim"])
+    model.init_prior(w.content.fused[w.trained_items])
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
-    pool = w.trained_items
+    pool = negative_pool(w, cfg.negative_power)
     per_epoch = -(-len(train) // cfg.batch)
     steps = sum(cfg.student_epochs) * per_epoch
-    tau, done = cfg.temperature, 0
+    tau, done, epoch = cfg.temperature, 0, 0
+    first = w.first_ts()
+    best = _BestEpoch(model, held_out is not None and len(held_out) and (
+        lambda m: hit_rate(student_scores(m, w), held_out, first)) or None)
     model.train()
     for phase, epochs in enumerate(cfg.student_epochs):
         for _ in range(epochs):
@@ -203,7 +263,8 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
                 with torch.no_grad():
                     t_items = teacher_item_vectors(teacher, t, uniq)
                     t_users = teacher.user_vectors(t_items, h)
-                    t_logits = _logits(t_users, t_items, p, n, acc)
+                    t_logits = _logits(t_users, t_items, p, n, acc,
+                                       scale=teacher.log_scale.exp())
                 ids = t.ids[uniq]
                 s_items = model.item_vectors(t.fused[uniq], t.behaviour[uniq], ids)
                 s_users = model.user_vectors(s_items, h)
@@ -223,7 +284,10 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
                 done += 1
                 if progress is not None:
                     progress("student", done, steps)
-    return model.eval()
+            epoch += 1
+            best.check(epoch)
+    model.best_epoch, model.epoch_scores = best.epoch, best.history
+    return best.restore()
 
 
 def hit_rate(scores_for: Callable[[Examples], np.ndarray], ex: Examples, first_ts: np.ndarray,
@@ -242,6 +306,21 @@ def hit_rate(scores_for: Callable[[Examples], np.ndarray], ex: Examples, first_t
         target = S[np.arange(len(part)), part.positive]
         hits += int(((S > target[:, None]).sum(1) < k).sum())
     return hits / len(ex)
+
+
+def student_scores(student: StudentTowers, w: Window):
+    """``scores_for`` of the student's torch towers over every item of the log."""
+    device = next(student.parameters()).device
+    t = _Tensors(w, device)
+    with torch.no_grad():
+        items = student.item_vectors(t.fused, t.behaviour, t.ids)
+        bias = student.item_bias(t.ids)
+
+    def scores_for(ex: Examples) -> np.ndarray:
+        with torch.no_grad():
+            h = torch.from_numpy(ex.history).to(device)
+            return (student.user_vectors(items, h) @ items.T + bias).cpu().numpy()
+    return scores_for
 
 
 def teacher_scores(teacher: TeacherTowers, w: Window, device=None):
@@ -307,10 +386,10 @@ def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg:
         raise ValueError(f"only {len(train)} training clicks in the window: too few to train on")
     seconds = {}
     t0 = time.perf_counter()
-    teacher = train_teacher(w, train, cfg, progress)
+    teacher = train_teacher(w, train, cfg, progress, held)
     seconds["teacher"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    student = distil_student(teacher, w, train, cfg, progress)
+    student = distil_student(teacher, w, train, cfg, progress, held)
     seconds["student"] = time.perf_counter() - t0
     trained = Trained(teacher, student, w, {}, seconds, len(train), held)
     first = w.first_ts()
@@ -319,4 +398,6 @@ def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg:
         scorer = StudentScorer(*trained.student_snapshot(q))
         trained.scores[name] = hit_rate(scorer_scores(scorer, w), held, first)
     trained.scores["held_out_clicks"] = len(held)
+    trained.scores["teacher_best_epoch"] = teacher.best_epoch
+    trained.scores["student_best_epoch"] = student.best_epoch
     return trained

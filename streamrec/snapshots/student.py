@@ -28,15 +28,35 @@ class StudentTowers(nn.Module):
         nn.init.zeros_(self.bias.weight)
         self.item1 = nn.Linear(content_dim + id_dim + BEHAVIOUR, hidden)
         self.item2 = nn.Linear(hidden, dim)
+        # As in the teacher, a content prior the MLP corrects: a linear map of the fused
+        # embedding (start it with :meth:`init_prior`), the MLP's output starting at zero.
+        self.prior = nn.Linear(content_dim, dim, bias=False)
+        nn.init.zeros_(self.item2.weight)
+        nn.init.zeros_(self.item2.bias)
         self.recency = nn.Parameter(torch.zeros(history))
         self.user = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.user.weight.copy_(torch.eye(dim))
+            self.user.bias.zero_()
         self.item_adapter = nn.Linear(dim, teacher_dim)
         self.user_adapter = nn.Linear(dim, teacher_dim)
+
+    def init_prior(self, fused: np.ndarray) -> None:
+        """Start the prior as the top principal directions of the window's content
+        embeddings: the ``dim``-d map that keeps most of their cosine structure."""
+        x = np.asarray(fused, np.float64)
+        x = x[np.abs(x).sum(1) > 0]
+        dim = self.prior.weight.shape[0]
+        if len(x) < dim:
+            return
+        _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+        with torch.no_grad():
+            self.prior.weight.copy_(torch.from_numpy(vt[:dim]).float())
 
     def item_vectors(self, fused: torch.Tensor, behaviour: torch.Tensor,
                      ids: torch.Tensor) -> torch.Tensor:
         x = torch.cat([fused, self.ids(ids), behaviour], 1)
-        return self.item2(torch.relu(self.item1(x)))
+        return self.item2(torch.relu(self.item1(x))) + self.prior(fused)
 
     def item_bias(self, ids: torch.Tensor) -> torch.Tensor:
         return self.bias(ids).squeeze(1)

@@ -21,9 +21,9 @@ BEHAVIOUR = 3
 #: Tensors a student snapshot must hold, with their ranks.
 TENSORS = {"ids.weight": 2, "bias.weight": 2, "behaviour": 2, "item1.weight": 2,
            "item1.bias": 1, "item2.weight": 2, "item2.bias": 1, "recency": 1,
-           "user.weight": 2, "user.bias": 1}
+           "user.weight": 2, "user.bias": 1, "prior.weight": 2}
 #: Weight matrices stored as int8 (per-row scales) in a quantised snapshot.
-QUANTISED = ("ids.weight", "item1.weight", "item2.weight", "user.weight")
+QUANTISED = ("ids.weight", "item1.weight", "item2.weight", "user.weight", "prior.weight")
 
 
 def quantise_int8(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -81,7 +81,9 @@ class StudentScorer:
         dim = t["item2.weight"].shape[0]
         expected = {"ids.weight": (n_rows, t["ids.weight"].shape[1]), "bias.weight": (n_rows, 1),
                     "behaviour": (n_rows, BEHAVIOUR), "item2.weight": (dim, hidden),
-                    "user.weight": (dim, dim)}
+                    "user.weight": (dim, dim),
+                    "prior.weight": (dim, t["item1.weight"].shape[1] - t["ids.weight"].shape[1]
+                                     - BEHAVIOUR)}
         for k, shape in expected.items():
             if t[k].shape != shape:
                 raise SnapshotError(f"student {version}: tensor {k} is {t[k].shape}, "
@@ -98,6 +100,7 @@ class StudentScorer:
         self.w1, self.b1 = self.t["item1.weight"].T.copy(), self.t["item1.bias"]
         self.w2, self.b2 = self.t["item2.weight"].T.copy(), self.t["item2.bias"]
         self.wu, self.bu = self.t["user.weight"].T.copy(), self.t["user.bias"]
+        self.wp = self.t["prior.weight"].T.copy()
         self.history = len(self.t["recency"])
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -107,9 +110,9 @@ class StudentScorer:
 
     def item_vectors(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, biases) of items with these fused embeddings and id rows."""
-        x = np.hstack([np.asarray(fused, np.float32), self.t["ids.weight"][rows],
-                       self.t["behaviour"][rows]])
-        v = np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
+        fused = np.asarray(fused, np.float32)
+        x = np.hstack([fused, self.t["ids.weight"][rows], self.t["behaviour"][rows]])
+        v = np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2 + fused @ self.wp
         return v.astype(np.float32), self.t["bias.weight"][rows, 0]
 
     def user_vectors(self, item_vecs: np.ndarray, history: np.ndarray) -> np.ndarray:

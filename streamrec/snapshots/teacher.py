@@ -28,19 +28,21 @@ class TeacherTowers(nn.Module):
     then an MLP to ``dim``. User tower: attention pooling of the history's item vectors with a
     learned query and position embeddings, then an MLP. Score: their dot product.
 
-    >>> m = TeacherTowers(n_ids=5, text_dim=4, image_dim=6, dim=8, hidden=16, history=3)
+    >>> m = TeacherTowers(n_ids=5, text_dim=4, image_dim=6, dim=8, hidden=16, history=3,
+    ...                   content_dim=8)
     >>> items = m.item_vectors(torch.randn(5, 4), torch.randn(5, 6), torch.ones(5, dtype=torch.bool),
-    ...                        torch.arange(5))
+    ...                        torch.arange(5), torch.randn(5, 8))
     >>> user = m.user_vectors(items, torch.tensor([[-1, 0, 2]]))
     >>> (user @ items.T).shape
     torch.Size([1, 5])
     """
 
     def __init__(self, n_ids: int, text_dim: int = 384, image_dim: int = 1280, dim: int = 128,
-                 hidden: int = 256, history: int = 30, id_dim: int = 64) -> None:
+                 hidden: int = 256, history: int = 30, id_dim: int = 64,
+                 content_dim: int = 128) -> None:
         super().__init__()
         self.config = dict(n_ids=n_ids, text_dim=text_dim, image_dim=image_dim, dim=dim,
-                           hidden=hidden, history=history, id_dim=id_dim)
+                           hidden=hidden, history=history, id_dim=id_dim, content_dim=content_dim)
         self.text = nn.Linear(text_dim, hidden)
         self.image = nn.Linear(image_dim, hidden)
         # Row 0 stands for items the training window never saw.
@@ -50,10 +52,22 @@ class TeacherTowers(nn.Module):
         self.fusion_logits = nn.Parameter(torch.zeros(3))
         self.item_mlp = nn.Sequential(nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden),
                                       nn.GELU(), nn.Linear(hidden, dim))
+        # The content prior: the fixed fusion's embedding, through a learned map that starts
+        # as the identity, so the model starts from content similarity and learns corrections
+        # (with a few thousand clicks, towers from scratch fall back on popularity).
+        self.prior = nn.Linear(content_dim, dim, bias=False)
+        # Cosines of unit content vectors are small: the softmax over candidates needs a scale,
+        # learned here rather than by distorting the vectors (exp(2.3) = 10 at the start).
+        self.log_scale = nn.Parameter(torch.tensor(2.3))
+        with torch.no_grad():
+            self.prior.weight.copy_(torch.eye(dim, content_dim))
         self.positions = nn.Parameter(torch.zeros(history, dim))
         self.query = nn.Parameter(torch.randn(dim) / dim ** 0.5)
         self.user_mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(),
                                       nn.Linear(hidden, dim))
+        for last in (self.item_mlp[-1], self.user_mlp[-1]):  # corrections start at zero
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def fusion_weights(self, has_image: torch.Tensor) -> torch.Tensor:
         """Per item, the weights of (text, image, id)."""
@@ -62,12 +76,13 @@ class TeacherTowers(nn.Module):
         return w / w.sum(1, keepdim=True)
 
     def item_vectors(self, text: torch.Tensor, image: torch.Tensor, has_image: torch.Tensor,
-                     ids: torch.Tensor) -> torch.Tensor:
-        """Item vectors; ``ids`` are 1-based rows of the id table, 0 for unseen items."""
+                     ids: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+        """Item vectors; ``ids`` are 1-based rows of the id table, 0 for unseen items;
+        ``fused`` the fixed fusion's content embedding."""
         w = self.fusion_weights(has_image.float())
         h = (w[:, :1] * self.text(text) + w[:, 1:2] * self.image(image)
              + w[:, 2:] * self.id_proj(self.ids(ids)))
-        return self.item_mlp(h)
+        return self.item_mlp(h) + self.prior(fused)
 
     def user_vectors(self, item_vecs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """User vectors from ``history`` (users x H rows of ``item_vecs``, -1 pads)."""
@@ -77,7 +92,7 @@ class TeacherTowers(nn.Module):
         att = torch.softmax(att, 1) * mask  # a user with no history pools to zero
         pooled = (att.unsqueeze(2) * h).sum(1)
         mean = (h * mask.unsqueeze(2)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return self.user_mlp(torch.cat([pooled, mean], 1))
+        return self.user_mlp(torch.cat([pooled, mean], 1)) + mean
 
 
 class TeacherSource(CandidateSource):
@@ -86,9 +101,11 @@ class TeacherSource(CandidateSource):
     distinct items at each call.
 
     >>> import numpy as np
-    >>> m = TeacherTowers(n_ids=2, text_dim=4, image_dim=6, dim=8, hidden=16, history=3)
+    >>> m = TeacherTowers(n_ids=2, text_dim=4, image_dim=6, dim=8, hidden=16, history=3,
+    ...                   content_dim=8)
     >>> src = TeacherSource(m, ["a", "b", "c"], np.ones((3, 4), np.float32),
-    ...                     np.zeros((3, 6), np.float32), np.zeros(3, bool), np.array([1, 2, 0]))
+    ...                     np.zeros((3, 6), np.float32), np.zeros(3, bool), np.array([1, 2, 0]),
+    ...                     np.eye(3, 8, dtype=np.float32))
     >>> for item in "abc":
     ...     src.add_item(item, ts=0)
     >>> src.learn_one("ann", "a", ts=0)
@@ -102,7 +119,7 @@ class TeacherSource(CandidateSource):
     floor = -float("inf")
 
     def __init__(self, teacher: TeacherTowers, item_ids: list[str], text, image, has_image,
-                 id_rows, catalog: Catalog | None = None) -> None:
+                 id_rows, fused, catalog: Catalog | None = None) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         self.teacher = teacher
         self.history = teacher.config["history"]
@@ -110,7 +127,7 @@ class TeacherSource(CandidateSource):
         device = next(teacher.parameters()).device
         with torch.no_grad():
             self._items = teacher.item_vectors(*(torch.as_tensor(a).to(device) for a in (
-                text, image, has_image, id_rows)))
+                text, image, has_image, id_rows, fused)))
         self._own: dict[str, tuple[list[int], set[int]]] = {}
 
     def add_item(self, item: str, ts: float) -> None:
