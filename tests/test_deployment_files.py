@@ -10,18 +10,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_compose_file_runs_kafka_kraft_redis_worker_and_simulator():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "redis", "worker", "simulator"} <= services.keys()
+    assert {"kafka", "redis", "worker", "simulator", "trainer"} <= services.keys()
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"], "KRaft mode: no ZooKeeper"
     assert "zookeeper" not in services
-    for name in ("worker", "simulator"):
+    for name in ("worker", "simulator", "trainer"):
         svc = services[name]
         assert svc["build"] == "."
         assert svc["environment"]["STREAMREC_KAFKA"] == "kafka:9092"
-        assert svc["command"][0] in ("worker", "simulate")
+        assert svc["command"][0] in ("worker", "simulate", "train")
         for dep in svc["depends_on"]:
             assert dep in services
     assert services["worker"]["environment"]["STREAMREC_REDIS"].startswith("redis://redis:")
+    # The trainer and the workers share the folder large snapshots are written to.
+    for name in ("worker", "trainer"):
+        env, volumes = services[name]["environment"], services[name]["volumes"]
+        assert f"snapshots:{env['STREAMREC_SNAPSHOT_DIR']}" in volumes
+    assert "snapshots" in compose["volumes"]
     for svc in services.values():
         for port in svc.get("ports", []):
             host, container = port.split(":")

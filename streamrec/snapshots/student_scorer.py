@@ -97,10 +97,18 @@ class StudentScorer:
         self.dim = dim
         self.row = {item: r + 1 for r, item in enumerate(ids)}
         self.t = {k: v.astype(np.float32) for k, v in t.items()}
-        self.w1, self.b1 = self.t["item1.weight"].T.copy(), self.t["item1.bias"]
+        # Folded for serving: the id and behaviour inputs are fixed per id row, so their share
+        # of the first layer is a table (one gather instead of a matmul per candidate), and the
+        # fused embedding meets the first layer and the prior in one matmul.
+        w1 = self.t["item1.weight"].T
+        c = self.content_dim
+        self.per_row = (self.t["ids.weight"] @ w1[c:c + self.t["ids.weight"].shape[1]]
+                        + self.t["behaviour"] @ w1[c + self.t["ids.weight"].shape[1]:]
+                        + self.t["item1.bias"]).astype(np.float32)
+        self.hidden = hidden
+        self.w_fused = np.hstack([w1[:c], self.t["prior.weight"].T]).astype(np.float32)
         self.w2, self.b2 = self.t["item2.weight"].T.copy(), self.t["item2.bias"]
         self.wu, self.bu = self.t["user.weight"].T.copy(), self.t["user.bias"]
-        self.wp = self.t["prior.weight"].T.copy()
         self.history = len(self.t["recency"])
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -110,10 +118,14 @@ class StudentScorer:
 
     def item_vectors(self, fused: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(vectors, biases) of items with these fused embeddings and id rows."""
-        fused = np.asarray(fused, np.float32)
-        x = np.hstack([fused, self.t["ids.weight"][rows], self.t["behaviour"][rows]])
-        v = np.maximum(x @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2 + fused @ self.wp
-        return v.astype(np.float32), self.t["bias.weight"][rows, 0]
+        z = np.asarray(fused, np.float32) @ self.w_fused
+        h = z[:, :self.hidden]
+        h += self.per_row[rows]
+        np.maximum(h, 0.0, out=h)
+        v = h @ self.w2
+        v += z[:, self.hidden:]
+        v += self.b2
+        return v, self.t["bias.weight"][rows, 0]
 
     def user_vectors(self, item_vecs: np.ndarray, history: np.ndarray) -> np.ndarray:
         """Users x ``dim``; ``history`` is users x H rows of ``item_vecs`` (-1 pads)."""
