@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/uploads.py
+	$(PY) benchmarks/student.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

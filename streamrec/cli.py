@@ -252,9 +252,16 @@ def evaluate(
     train = train_fraction > 0 and bool(set(wanted) & {"teacher", "student", "student_int8", "blend"})
     embeddings, window, score_from = {}, None, 0
     with _progress() as progress:
+        trained = None
         if train:
-            trained, embeddings, score_from = _train_for_evaluation(
-                events, train_fraction, content, epochs, progress)
+            try:
+                trained, embeddings, score_from = _train_for_evaluation(
+                    events, train_fraction, content, epochs, progress)
+            except ValueError as exc:  # too little to train on: evaluate the rest anyway
+                console.print(f"[yellow]no teacher or student: {exc}[/yellow]")
+                wanted = [m for m in wanted if m not in distilled]
+                train = False
+        if trained is not None:
             from streamrec.simulator.evaluate import distilled_models
 
             chosen.update(distilled_models(trained))
@@ -262,7 +269,7 @@ def evaluate(
             window = {"interactions": w.stop, "events": score_from,
                       "from_ts": float(w.log.ts[0]), "to_ts": float(w.log.ts[w.stop - 1]),
                       "held_out": trained.scores, "seconds": trained.seconds}
-        elif content:
+        if not train and content:
             enc_task = progress.add_task("encoding uploads", total=None, rate="")
             embeddings = encode_uploads(events, progress=_ticker(progress, enc_task, "items"))
         chosen = {k: v for k, v in chosen.items() if k in wanted}

@@ -18,7 +18,8 @@ def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
                           check=True, env=env)
 
 
-@pytest.mark.parametrize("command", ["worker", "simulate", "replay", "tail", "evaluate", "demo"])
+@pytest.mark.parametrize("command", ["worker", "simulate", "replay", "tail", "evaluate", "train",
+                                     "demo"])
 def test_every_subcommand_has_help(command):
     assert "Usage" in run(command, "--help").stdout
 
@@ -28,13 +29,26 @@ def test_simulated_log_evaluates_prequentially(tmp_path):
     run("simulate", "--out", str(log), "--events", "3000", "--users", "200", "--items", "150")
     assert sum(1 for _ in log.open()) == 3000
     result = json.loads(run("evaluate", "--log", str(log), "--json").stdout.strip().splitlines()[-1])
+    # Teacher and student train on the first half; every model is scored on the second.
+    window = result["training_window"]
+    assert 0 < window["events"] == result["scored_from_event"] < 3000
     assert result["events"] == 3000 and result["clicks"] > 0
     assert {"popularity", "covisitation", "isgd", "river_biasedmf", "content", "blend",
-            "blend_no_content"} == set(result["models"])
+            "blend_no_content", "teacher", "student", "student_int8",
+            "blend_no_student"} == set(result["models"])
     assert all(0.0 <= m["hr_at_10"] <= 1.0 and 0.0 <= m["cold_hr_at_10"] <= 1.0
                for m in result["models"].values())
     # The simulated uploads carry text and images: the content source has something to say.
     assert result["models"]["content"]["coverage"] > 0
+
+
+def test_evaluate_without_training_scores_the_whole_log(tmp_path):
+    log = tmp_path / "world.jsonl"
+    run("simulate", "--out", str(log), "--events", "1500", "--users", "100", "--items", "80")
+    result = json.loads(run("evaluate", "--log", str(log), "--train-fraction", "0",
+                            "--no-content", "--json").stdout.strip().splitlines()[-1])
+    assert result["scored_from_event"] == 0 and result["training_window"] is None
+    assert "teacher" not in result["models"] and "blend" in result["models"]
 
 
 def test_evaluate_rejects_unknown_models(tmp_path):
