@@ -67,7 +67,9 @@ def main() -> None:
     U, C = args.users, args.candidates
     rng = np.random.default_rng(0)
     cand = np.stack([rng.choice(len(log.item_ids), C, replace=False) for _ in range(U)])
-    hist = log.examples(0, w.stop).history[:U]
+    ex = log.examples(0, w.stop)
+    hist, clicked = ex.history[:U], ex.clicked[:U]
+    t_clicked = torch.from_numpy(clicked)
     flat = cand.ravel()  # every (user, candidate) pair's item, scored from its inputs
     T = {k: torch.from_numpy(v[flat]) for k, v in (
         ("text", content.text), ("image", content.image), ("has_image", content.has_image),
@@ -86,7 +88,7 @@ def main() -> None:
     def teacher_batch():
         items = teacher.item_vectors(T["text"], T["image"], T["has_image"], ids, T["fused"])
         users = teacher.user_vectors(teacher.item_vectors(
-            H["text"], H["image"], H["has_image"], h_ids, H["fused"]), h_rows)
+            H["text"], H["image"], H["has_image"], h_ids, H["fused"]), h_rows, t_clicked)
         return (users.unsqueeze(1) * items.view(U, C, -1)).sum(2)
 
     t_snap, t_meta = trained.student_snapshot()
@@ -101,7 +103,7 @@ def main() -> None:
     def student_batch(s: StudentScorer):
         def run():
             V, b = s.item_vectors(fused_np, rows)
-            users = s.user_vectors(s.item_vectors(h_fused, h_rows_np)[0], h_idx)
+            users = s.user_vectors(s.item_vectors(h_fused, h_rows_np)[0], h_idx, clicked)
             return np.einsum("ud,ucd->uc", users, V.reshape(U, C, -1)) + b.reshape(U, C)
         return run
 
@@ -116,7 +118,7 @@ def main() -> None:
         @torch.inference_mode()
         def run():
             items = m.item_vectors(T["fused"], beh, ids)
-            users = m.user_vectors(m.item_vectors(H["fused"], h_beh, h_ids), h_rows)
+            users = m.user_vectors(m.item_vectors(H["fused"], h_beh, h_ids), h_rows, t_clicked)
             return (users.unsqueeze(1) * items.view(U, C, -1)).sum(2) + m.item_bias(ids).view(U, C)
         return run
 

@@ -463,13 +463,17 @@ def _print_round(report, as_json: bool) -> None:
 def demo(
     duration: float = typer.Option(60.0, help="Seconds of simulated traffic"),
     rate: float = typer.Option(300.0, help="Events per second"),
+    train_at: float = typer.Option(0.4, min=0.0, max=1.0, help="Start a training round "
+                                   "(teacher, student, hot swap) at this share of the duration; "
+                                   "0: none"),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
 ) -> None:
     """The whole system on the embedded runtime: broker, Redis, a worker, simulated traffic,
-    live progress and sample recommendations, then a summary."""
+    a training round whose student the worker swaps in, live progress and sample
+    recommendations, then a summary."""
     from streamrec.demo import run_demo
 
-    summary = run_demo(duration, rate, console, quiet=as_json)
+    summary = run_demo(duration, rate, console, quiet=as_json, train_at=train_at)
     if as_json:
         print(json.dumps(summary))
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -76,9 +79,59 @@ class Observed:
     dead: Counter = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     sample: deque = field(default_factory=lambda: deque(maxlen=6))
+    #: Lists per student version that scored them (None: before the first student).
+    students: Counter = field(default_factory=Counter)
+    student_since: dict[str, float] = field(default_factory=dict)
 
 
-async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event) -> None:
+@dataclass
+class Training:
+    """The demo's training round: `streamrec train` in a child process at lower priority."""
+
+    started_s: float | None = None
+    finished_s: float | None = None
+    report: dict | None = None
+    error: str | None = None
+
+    def status(self) -> str:
+        if self.started_s is None:
+            return "not started yet"
+        if self.finished_s is None:
+            return f"training since {self.started_s:.0f}s (teacher, then student)"
+        if self.report is None:
+            return f"failed: {self.error}"
+        r = self.report
+        verdict = f"published {r['version']}" if r["published"] else "not published"
+        return f"{verdict} at {self.finished_s:.0f}s: {r['reason']}"
+
+
+def start_trainer(rt: EmbeddedRuntime, snapshot_dir: Path) -> Process:
+    env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
+           "STREAMREC_SNAPSHOT_DIR": str(snapshot_dir)}
+    # nice: the worker's lists come first on a small machine.
+    return Process(["nice", "-n", "10", sys.executable, "-m", "streamrec.cli", "train",
+                    "--epochs", "3", "--json"], env, rt.run_dir / "trainer.log")
+
+
+async def train_once(rt: EmbeddedRuntime, snapshot_dir: Path, after_s: float, t0: float,
+                     training: Training) -> None:
+    await asyncio.sleep(after_s)
+    proc = start_trainer(rt, snapshot_dir)
+    training.started_s = time.monotonic() - t0
+    try:
+        while proc.proc.poll() is None:
+            await asyncio.sleep(0.5)
+    finally:
+        proc.stop()
+    training.finished_s = time.monotonic() - t0
+    lines = proc.log.read_text(errors="replace").strip().splitlines()
+    try:
+        training.report = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        training.error = f"exit {proc.proc.returncode}, see {proc.log}"
+
+
+async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event, t0: float) -> None:
     consumer = AIOKafkaConsumer(RECOMMENDATIONS, DEAD_LETTER, bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
@@ -95,13 +148,18 @@ async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event) -> None:
                     seen.hr.on_list(d["user_id"], [i["item_id"] for i in d["items"]])
                     seen.recs += 1
                     seen.latencies.append(d["latency_ms"])
+                    student = d["model_version"]["student"]
+                    seen.students[student] += 1
+                    if student is not None and student not in seen.student_since:
+                        seen.student_since[student] = time.monotonic() - t0
                     if seen.recs % 50 == 1:
                         seen.sample.append(render(m.value))
     finally:
         await consumer.stop()
 
 
-def _view(published: Counter, seen: Observed, elapsed: float, duration: float) -> Group:
+def _view(published: Counter, seen: Observed, elapsed: float, duration: float,
+          training: Training) -> Group:
     t = Table(title=f"streamrec demo  {elapsed:5.1f}s / {duration:.0f}s", show_header=False)
     lat = np.array(seen.latencies[-5000:]) if seen.latencies else np.zeros(1)
     t.add_row("events published", f"{sum(published.values()):,}  {dict(published)}")
@@ -109,6 +167,9 @@ def _view(published: Counter, seen: Observed, elapsed: float, duration: float) -
     t.add_row("dead letters", f"{sum(seen.dead.values())}  {dict(seen.dead)}")
     t.add_row("online HR@10", f"{seen.hr.value:.3f}  ({seen.hr.clicks} clicks)")
     t.add_row("latency p50 / p99", f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} ms")
+    t.add_row("training round", training.status())
+    in_service = [f"{v} (in lists from {s:.0f}s)" for v, s in seen.student_since.items()]
+    t.add_row("student in service", ", ".join(in_service) or "none yet")
     samples = Table(title="latest recommendations (user [latency] item(sources))", show_header=False)
     for line in seen.sample:
         samples.add_row(line)
@@ -116,14 +177,16 @@ def _view(published: Counter, seen: Observed, elapsed: float, duration: float) -
 
 
 async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: float,
-                console: Console, quiet: bool) -> dict:
+                console: Console, quiet: bool, train_at: float) -> dict:
     await wait_for_worker(rt.redis, worker)
-    seen, published = Observed(), Counter()
+    seen, published, training = Observed(), Counter(), Training()
     stop = asyncio.Event()
-    observer = asyncio.create_task(observe(rt.kafka, seen, stop))
+    t0 = time.monotonic()
+    observer = asyncio.create_task(observe(rt.kafka, seen, stop, t0))
     producer = await start_producer(rt.kafka)
     world = World(WorldConfig(n_users=1000, n_items=500, events_per_s=rate, seed=42))
-    t0 = time.monotonic()
+    trainer = asyncio.create_task(train_once(rt, rt.run_dir / "snapshots", train_at * duration,
+                                             t0, training)) if train_at > 0 else None
 
     def on_event(ev: Event, sent_at: float) -> None:
         published[ev.type] += 1
@@ -135,11 +198,11 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
             await producer.send(topic, value, key=b"u1")
             published["invalid"] += 1
 
-    with Live(_view(published, seen, 0, duration), console=console, refresh_per_second=4,
-              transient=quiet) as live:
+    with Live(_view(published, seen, 0, duration, training), console=console,
+              refresh_per_second=4, transient=quiet) as live:
         async def refresh() -> None:
             while not stop.is_set():
-                live.update(_view(published, seen, time.monotonic() - t0, duration))
+                live.update(_view(published, seen, time.monotonic() - t0, duration, training))
                 await asyncio.sleep(0.25)
 
         painter = asyncio.create_task(refresh())
@@ -147,6 +210,11 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
         await publish(world.events(time.time(), feed=seen.hr.feed), rt.kafka, rate=rate, duration_s=duration,
                       on_event=on_event, producer=producer)
         await bad
+        if trainer is not None:  # a round started late may still be running: let it finish
+            try:
+                await asyncio.wait_for(trainer, timeout=300)
+            except asyncio.TimeoutError:
+                training.error = "still running after the stream ended; stopped"
         # Let the worker drain what is in flight, then stop observing.
         r = aioredis.from_url(rt.redis)
         want = sum(v for k, v in published.items() if k != "invalid")
@@ -159,7 +227,7 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(observer, painter)
-        live.update(_view(published, seen, time.monotonic() - t0, duration))
+        live.update(_view(published, seen, time.monotonic() - t0, duration, training))
         await r.aclose()
     await producer.stop()
     lat = np.array(seen.latencies) if seen.latencies else np.zeros(1)
@@ -176,18 +244,26 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
         "duration_s": round(time.monotonic() - t0, 2),
         "worker_stats": stats,
+        "training": {"started_s": training.started_s, "finished_s": training.finished_s,
+                     "published": training.report and training.report["published"],
+                     "version": training.report and training.report["version"],
+                     "reason": training.report["reason"] if training.report else training.error,
+                     "scores": training.report and training.report["scores"]},
+        "lists_by_student": {str(k): v for k, v in seen.students.items()},
+        "student_in_lists_from_s": {k: round(v, 2) for k, v in seen.student_since.items()},
     }
 
 
-def run_demo(duration: float, rate: float, console: Console, quiet: bool = False) -> dict:
+def run_demo(duration: float, rate: float, console: Console, quiet: bool = False,
+             train_at: float = 0.4) -> dict:
     rt = EmbeddedRuntime().start()
     worker = None
     try:
         console.print(f"broker {rt.kafka}  redis {rt.redis}  logs {rt.run_dir}")
         asyncio.run(ensure_topics(rt.kafka, 4))
-        worker = start_worker(rt)
+        worker = start_worker(rt, extra_env={"STREAMREC_SNAPSHOT_DIR": str(rt.run_dir / "snapshots")})
         console.print("worker starting (joining its consumer group takes a few seconds)...")
-        summary = asyncio.run(_demo(rt, worker, duration, rate, console, quiet))
+        summary = asyncio.run(_demo(rt, worker, duration, rate, console, quiet, train_at))
         if not quiet:
             console.print(f"summary: {orjson.dumps(summary).decode()}")
         return summary

@@ -74,3 +74,20 @@ async def test_replay_of_a_csv_log_reaches_the_worker_and_tail_shows_it(runtime,
     tail = run("tail", "--kafka", runtime.kafka, "--from-beginning", "--limit", "3", "--json",
                timeout=60)
     assert len([json.loads(line) for line in tail.stdout.splitlines()]) == 3
+
+
+@pytest.mark.integration
+def test_demo_runs_end_to_end_with_a_training_round_and_a_hot_swap():
+    """What `make demo` runs, shortened: a worker, simulated traffic, the bad events, and a
+    training round whose student the worker takes into service while traffic flows."""
+    summary = json.loads(run("demo", "--duration", "45", "--train-at", "0.3", "--json",
+                             timeout=600).stdout.strip().splitlines()[-1])
+    assert summary["events_in"] > 5000 and summary["recommendations_out"] > 1000
+    assert summary["dead_letter"] == summary["invalid_events_sent"] == 5
+    assert 0.0 < summary["online_hr_at_10"] <= 1.0
+    assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+    training = summary["training"]
+    assert training["published"], training["reason"]  # nothing was in service to beat
+    # The new student scored lists while traffic still flowed.
+    assert summary["lists_by_student"].get(training["version"], 0) > 0
+    assert summary["student_in_lists_from_s"][training["version"]] > training["started_s"]

@@ -114,13 +114,15 @@ class Blend:
             if s.catalog is not self.catalog:
                 raise ValueError(f"source {s.name!r} must share the blend's catalogue")
             if isinstance(s, StudentSource):
-                s.use_history(self.seen_items)
+                s.use_history(self.recent_history)
         self.per_source = per_source
         self.label_window_s = label_window_s
         self.negatives_per_click = negatives_per_click
         self.view_negative_weight = view_negative_weight
         self.ranker = OnlineRanker(FEATURES)
         self.seen: dict[str, set[int]] = {}
+        #: Items each user clicked (a subset of ``seen``).
+        self.clicked: dict[str, set[int]] = {}
         self._seen_idx: dict[str, tuple[int, np.ndarray]] = {}
         self.activity: dict[str, int] = {}
         self._pending: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
@@ -251,6 +253,8 @@ class Blend:
         for s in self.sources.values():
             s.learn_one(user, item, ts, clicked)
         self.mark_seen(user, j)
+        if clicked:
+            self.clicked.setdefault(user, set()).add(j)
         self.activity[user] = self.activity.get(user, 0) + 1
 
     def mark_seen(self, user: str, j: int) -> None:
@@ -270,6 +274,12 @@ class Blend:
         """Indices of the items ``user`` has viewed or clicked, oldest first."""
         n, arr = self._seen_idx.get(user, (0, np.empty(0, dtype=np.int64)))
         return arr[:n]
+
+    def recent_history(self, user: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The user's latest ``n`` distinct items, oldest first, and which were clicked."""
+        items = self.seen_items(user)[-n:]
+        clicked = self.clicked.get(user, ())
+        return items, np.fromiter((j in clicked for j in items.tolist()), bool, len(items))
 
     def _learn_click(self, x_pos: np.ndarray, X: np.ndarray, row: int | None) -> None:
         others = np.arange(len(X)) if row is None else np.delete(np.arange(len(X)), row)

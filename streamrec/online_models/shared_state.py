@@ -109,8 +109,11 @@ class SharedState:
     def _user_state(self, user: str) -> bytes:
         b, ids = self.blend, self.blend.catalog.ids
         recent = self.co.recent.get(user, ()) if self.co is not None else ()
+        seen = b.seen_items(user)[-MAX_SEEN:].tolist()
+        clicked = b.clicked.get(user, ())
         state = {
-            "seen": [ids[j] for j in b.seen_items(user)[-MAX_SEEN:].tolist()],
+            "seen": [ids[j] for j in seen],
+            "clicked": [ids[j] for j in seen if j in clicked],
             "recent": [ids[j] for j in recent],
             "n": b.activity.get(user, 0),
         }
@@ -130,6 +133,7 @@ class SharedState:
         b._seen_idx.pop(user, None)
         for i in d.get("seen", ()):
             b.mark_seen(user, cat.add(i, 0.0))
+        b.clicked[user] = {cat.add(i, 0.0) for i in d.get("clicked", ())}
         b.activity[user] = int(d.get("n", 0))
         if self.co is not None:
             self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),

@@ -19,8 +19,9 @@ from streamrec.snapshots.student_scorer import StudentScorer
 class StudentSource(CandidateSource):
     """Scores ``user . item + bias`` of the student in service.
 
-    The user's history is their most recent distinct items, oldest first: in a blend, the
-    blend's own seen-list (:meth:`use_history`), otherwise tracked here.
+    The user's history is their most recent distinct items, oldest first, each marked clicked
+    or only viewed: in a blend, the blend's own seen-list (:meth:`use_history`), otherwise
+    tracked here.
 
     Examples
     --------
@@ -30,7 +31,7 @@ class StudentSource(CandidateSource):
     ...      "behaviour": np.zeros((3, 3)), "item1.weight": np.eye(4, 7),
     ...      "item1.bias": np.zeros(4), "item2.weight": np.eye(4), "item2.bias": np.zeros(4),
     ...      "recency": np.zeros(2), "user.weight": np.eye(4), "user.bias": np.zeros(4),
-    ...      "prior.weight": np.zeros((4, 2))}
+    ...      "prior.weight": np.zeros((4, 2)), "kind_weight": np.zeros(2)}
     >>> meta = {"config": "{}", "item_ids": json.dumps(["a", "b"])}
     >>> src = StudentSource(content_dim=2)
     >>> src.swap(StudentScorer(t, meta, "student-v1"))
@@ -55,8 +56,8 @@ class StudentSource(CandidateSource):
         self._vectors = np.zeros((0, 0), np.float32)
         self._bias = np.zeros(0, np.float32)
         self._stale: set[int] = set()  # rows whose embedding arrived after their vector
-        self._history_of: Callable[[str], np.ndarray] | None = None
-        self._own: dict[str, tuple[list[int], set[int]]] = {}
+        self._history_of: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None
+        self._own: dict[str, dict[int, bool]] = {}  # user -> item -> clicked (first-seen order)
 
     @property
     def version(self) -> str | None:
@@ -66,8 +67,9 @@ class StudentSource(CandidateSource):
     def active(self) -> bool:
         return self.scorer is not None
 
-    def use_history(self, history_of: Callable[[str], np.ndarray]) -> None:
-        """Read users' histories (catalogue indices, oldest first) from ``history_of``."""
+    def use_history(self, history_of: Callable[[str, int], tuple[np.ndarray, np.ndarray]]) -> None:
+        """Read users' histories from ``history_of(user, n)``: their latest ``n`` distinct
+        items (catalogue indices, oldest first) and whether each was clicked."""
         self._history_of = history_of
 
     def swap(self, scorer: StudentScorer | None) -> None:
@@ -113,28 +115,32 @@ class StudentSource(CandidateSource):
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if self._history_of is None:
-            h, seen = self._own.setdefault(user, ([], set()))
-            if j not in seen:
-                seen.add(j)
-                h.append(j)
+            h = self._own.setdefault(user, {})
+            h[j] = h.get(j, False) or clicked
 
-    def _histories(self, users: Sequence[str]) -> np.ndarray:
+    def _own_history(self, user: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        h = list(self._own.get(user, {}).items())[-n:]
+        return np.array([j for j, _ in h], np.int64), np.array([c for _, c in h], bool)
+
+    def _histories(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         H = self.scorer.history if self.scorer is not None else self.history
         out = np.full((len(users), H), -1, np.int64)
+        flags = np.zeros((len(users), H), bool)
+        history_of = self._history_of or self._own_history
         for r, u in enumerate(users):
-            h = self._history_of(u) if self._history_of is not None else self._own.get(u, ((),))[0]
-            h = np.asarray(h, np.int64)[-H:]
+            h, c = history_of(u, H)
             if len(h):
                 out[r, H - len(h):] = h
-        return out
+                flags[r, H - len(h):] = c
+        return out, flags
 
     def score_many(self, users: Sequence[str], now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
         if self.scorer is None or n == 0:
             return np.full((len(users), n), -np.inf, np.float32)
         V, b = self._item_vectors()
-        hist = self._histories(users)
-        S = (self.scorer.user_vectors(V, hist) @ V.T + b).astype(np.float32)
+        hist, clicked = self._histories(users)
+        S = (self.scorer.user_vectors(V, hist, clicked) @ V.T + b).astype(np.float32)
         S[(hist < 0).all(axis=1)] = -np.inf  # no history: no opinion
         return S
 

@@ -133,7 +133,7 @@ def _sample(ex: Examples, rows: np.ndarray, pool: tuple[np.ndarray, np.ndarray],
             device):
     """A batch as device tensors with its items renumbered into ``uniq``: history, positive
     and the shared negatives index into the item vectors of ``uniq`` only."""
-    hist, pos = ex.history[rows], ex.positive[rows]
+    hist, pos, clicked = ex.history[rows], ex.positive[rows], ex.clicked[rows]
     neg = rng.choice(pool[0], size=min(k, len(pool[0])), p=pool[1])
     uniq, inv = np.unique(np.concatenate([hist[hist >= 0], pos, neg]), return_inverse=True)
     h = np.full(hist.shape, -1, np.int64)
@@ -141,8 +141,7 @@ def _sample(ex: Examples, rows: np.ndarray, pool: tuple[np.ndarray, np.ndarray],
     p = inv[len(inv) - len(neg) - len(pos): len(inv) - len(neg)]
     n = inv[len(inv) - len(neg):]
     accidental = pos[:, None] == neg[None, :]  # a negative that is the positive
-    t = [torch.from_numpy(a).to(device) for a in (uniq, h, p, n, accidental)]
-    return t
+    return [torch.from_numpy(a).to(device) for a in (uniq, h, clicked, p, n, accidental)]
 
 
 def _logits(user: torch.Tensor, items: torch.Tensor, p, n, accidental,
@@ -220,9 +219,9 @@ def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
     model.train()
     for epoch in range(cfg.teacher_epochs):
         for rows in _batches(len(train), cfg.batch, rng):
-            uniq, h, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
+            uniq, h, hc, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
             items = teacher_item_vectors(model, t, uniq, cfg.id_dropout)
-            logits = _logits(model.user_vectors(items, h), items, p, n, acc,
+            logits = _logits(model.user_vectors(items, h, hc), items, p, n, acc,
                              scale=model.log_scale.exp())
             loss = F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long, device=device))
             opt.zero_grad()
@@ -259,15 +258,15 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
     for phase, epochs in enumerate(cfg.student_epochs):
         for _ in range(epochs):
             for rows in _batches(len(train), cfg.batch, rng):
-                uniq, h, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
+                uniq, h, hc, p, n, acc = _sample(train, rows, pool, cfg.negatives, rng, device)
                 with torch.no_grad():
                     t_items = teacher_item_vectors(teacher, t, uniq)
-                    t_users = teacher.user_vectors(t_items, h)
+                    t_users = teacher.user_vectors(t_items, h, hc)
                     t_logits = _logits(t_users, t_items, p, n, acc,
                                        scale=teacher.log_scale.exp())
                 ids = t.ids[uniq]
                 s_items = model.item_vectors(t.fused[uniq], t.behaviour[uniq], ids)
-                s_users = model.user_vectors(s_items, h)
+                s_users = model.user_vectors(s_items, h, hc)
                 s_logits = _logits(s_users, s_items, p, n, acc, model.item_bias(ids))
                 soft = F.kl_div(F.log_softmax(s_logits / tau, 1), F.softmax(t_logits / tau, 1),
                                 reduction="batchmean") * tau * tau
@@ -304,7 +303,8 @@ def hit_rate(scores_for: Callable[[Examples], np.ndarray], ex: Examples, first_t
         r, c = np.nonzero(part.history >= 0)
         S[r, part.history[r, c]] = -np.inf
         target = S[np.arange(len(part)), part.positive]
-        hits += int(((S > target[:, None]).sum(1) < k).sum())
+        # Ties count against the click: a model with no opinion (all equal) scores no hit.
+        hits += int(((S >= target[:, None]).sum(1) - 1 < k).sum())
     return hits / len(ex)
 
 
@@ -318,8 +318,8 @@ def student_scores(student: StudentTowers, w: Window):
 
     def scores_for(ex: Examples) -> np.ndarray:
         with torch.no_grad():
-            h = torch.from_numpy(ex.history).to(device)
-            return (student.user_vectors(items, h) @ items.T + bias).cpu().numpy()
+            h, c = (torch.from_numpy(a).to(device) for a in (ex.history, ex.clicked))
+            return (student.user_vectors(items, h, c) @ items.T + bias).cpu().numpy()
     return scores_for
 
 
@@ -331,8 +331,8 @@ def teacher_scores(teacher: TeacherTowers, w: Window, device=None):
 
     def scores_for(ex: Examples) -> np.ndarray:
         with torch.no_grad():
-            h = torch.from_numpy(ex.history).to(items.device)
-            return (teacher.user_vectors(items, h) @ items.T).cpu().numpy()
+            h, c = (torch.from_numpy(a).to(items.device) for a in (ex.history, ex.clicked))
+            return (teacher.user_vectors(items, h, c) @ items.T).cpu().numpy()
     return scores_for
 
 
@@ -341,7 +341,7 @@ def scorer_scores(scorer: StudentScorer, w: Window):
     V, b = scorer.item_vectors(w.content.fused, scorer.rows(w.log.item_ids))
 
     def scores_for(ex: Examples) -> np.ndarray:
-        return scorer.user_vectors(V, ex.history) @ V.T + b
+        return scorer.user_vectors(V, ex.history, ex.clicked) @ V.T + b
     return scores_for
 
 

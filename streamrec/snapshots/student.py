@@ -34,6 +34,8 @@ class StudentTowers(nn.Module):
         nn.init.zeros_(self.item2.weight)
         nn.init.zeros_(self.item2.bias)
         self.recency = nn.Parameter(torch.zeros(history))
+        # Log weights of a history item the user only viewed, and of one they clicked.
+        self.kind_weight = nn.Parameter(torch.log(torch.tensor([0.3, 1.0])))
         self.user = nn.Linear(dim, dim)
         with torch.no_grad():
             self.user.weight.copy_(torch.eye(dim))
@@ -61,9 +63,11 @@ class StudentTowers(nn.Module):
     def item_bias(self, ids: torch.Tensor) -> torch.Tensor:
         return self.bias(ids).squeeze(1)
 
-    def user_vectors(self, item_vecs: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    def user_vectors(self, item_vecs: torch.Tensor, history: torch.Tensor,
+                     clicked: torch.Tensor) -> torch.Tensor:
         mask = history >= 0
         w = torch.softmax(self.recency[-history.shape[1]:], 0) * mask
+        w = w * self.kind_weight.exp()[clicked.long()]
         w = w / w.sum(1, keepdim=True).clamp(min=1e-9)
         return self.user((w.unsqueeze(2) * item_vecs[history.clamp(min=0)]).sum(1))
 

@@ -21,7 +21,7 @@ BEHAVIOUR = 3
 #: Tensors a student snapshot must hold, with their ranks.
 TENSORS = {"ids.weight": 2, "bias.weight": 2, "behaviour": 2, "item1.weight": 2,
            "item1.bias": 1, "item2.weight": 2, "item2.bias": 1, "recency": 1,
-           "user.weight": 2, "user.bias": 1, "prior.weight": 2}
+           "user.weight": 2, "user.bias": 1, "prior.weight": 2, "kind_weight": 1}
 #: Weight matrices stored as int8 (per-row scales) in a quantised snapshot.
 QUANTISED = ("ids.weight", "item1.weight", "item2.weight", "user.weight", "prior.weight")
 
@@ -81,7 +81,7 @@ class StudentScorer:
         dim = t["item2.weight"].shape[0]
         expected = {"ids.weight": (n_rows, t["ids.weight"].shape[1]), "bias.weight": (n_rows, 1),
                     "behaviour": (n_rows, BEHAVIOUR), "item2.weight": (dim, hidden),
-                    "user.weight": (dim, dim),
+                    "user.weight": (dim, dim), "kind_weight": (2,),
                     "prior.weight": (dim, t["item1.weight"].shape[1] - t["ids.weight"].shape[1]
                                      - BEHAVIOUR)}
         for k, shape in expected.items():
@@ -127,11 +127,14 @@ class StudentScorer:
         v += self.b2
         return v, self.t["bias.weight"][rows, 0]
 
-    def user_vectors(self, item_vecs: np.ndarray, history: np.ndarray) -> np.ndarray:
-        """Users x ``dim``; ``history`` is users x H rows of ``item_vecs`` (-1 pads)."""
+    def user_vectors(self, item_vecs: np.ndarray, history: np.ndarray,
+                     clicked: np.ndarray) -> np.ndarray:
+        """Users x ``dim``; ``history`` is users x H rows of ``item_vecs`` (-1 pads),
+        ``clicked`` says which of them the user clicked (the others were only viewed)."""
         H = history.shape[1]
         r = self.t["recency"][-H:]
-        w = np.exp(r - r.max()) * (history >= 0)
+        w = np.exp(r - r.max()) * (history >= 0) * np.exp(self.t["kind_weight"])[
+            clicked.astype(np.int64)]
         w /= np.maximum(w.sum(1, keepdims=True), 1e-9)
         pooled = np.einsum("uh,uhd->ud", w, item_vecs[np.maximum(history, 0)])
         return pooled @ self.wu + self.bu

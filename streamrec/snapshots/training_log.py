@@ -18,19 +18,22 @@ HISTORY = 30
 
 @dataclass
 class Examples:
-    """One row per click: the user's previous ``HISTORY`` items (-1 pads the front), the
-    clicked item, its time and its position among the log's interactions."""
+    """One row per click: the user's previous ``HISTORY`` items (-1 pads the front), whether
+    the user had clicked each of them (or only viewed it), the clicked item, its time and its
+    position among the log's interactions."""
 
     history: np.ndarray
     positive: np.ndarray
     ts: np.ndarray
     at: np.ndarray
+    clicked: np.ndarray
 
     def __len__(self) -> int:
         return len(self.positive)
 
     def take(self, rows: np.ndarray) -> Examples:
-        return Examples(self.history[rows], self.positive[rows], self.ts[rows], self.at[rows])
+        return Examples(self.history[rows], self.positive[rows], self.ts[rows], self.at[rows],
+                        self.clicked[rows])
 
 
 @dataclass
@@ -53,8 +56,8 @@ class TrainingLog:
     >>> log.item_ids, len(log), log.clicked.tolist()
     (['a', 'b', 'c'], 4, [False, True, False, True])
     >>> ex = log.examples(history=2)
-    >>> ex.history.tolist(), ex.positive.tolist()
-    ([[-1, 0], [-1, -1]], [1, 2])
+    >>> ex.history.tolist(), ex.clicked.tolist(), ex.positive.tolist()
+    ([[-1, 0], [-1, -1]], [[False, False], [False, False]], [1, 2])
     """
 
     item_ids: list[str]
@@ -97,28 +100,33 @@ class TrainingLog:
         that view (as the evaluation protocol scores it: the list shown when it was viewed)."""
         stop = len(self) if stop is None else stop
         recent: dict[int, deque[int]] = {}
-        seen: dict[int, set[int]] = {}
-        hist, pos, at = [], [], []
-        pad = [-1] * history
+        seen: dict[int, dict[int, bool]] = {}  # user -> item -> clicked yet
+        hist, flags, pos, at = [], [], [], []
+        pad, no = [-1] * history, [False] * history
         for t in range(stop):
-            u, j = int(self.users[t]), int(self.items[t])
+            u, j, c = int(self.users[t]), int(self.items[t]), bool(self.clicked[t])
             q = recent.get(u)
             if q is None:
                 q = recent[u] = deque(maxlen=history)
-                seen[u] = set()
-            if t >= start and self.clicked[t]:
+                seen[u] = {}
+            s = seen[u]
+            if t >= start and c:
                 h = list(q)
-                if j in seen[u]:  # viewed first: the history as it stood at that view
+                if j in s:  # viewed first: the history as it stood at that view
                     h = h[:h.index(j)] if j in h else h
                 hist.append(pad[:history - len(h)] + h)
+                flags.append(no[:history - len(h)] + [s[x] for x in h])
                 pos.append(j)
                 at.append(t)
-            if j not in seen[u]:  # distinct items in first-seen order, as workers keep them
-                seen[u].add(j)
+            if j not in s:  # distinct items in first-seen order, as workers keep them
+                s[j] = c
                 q.append(j)
+            elif c:
+                s[j] = True
         at_ = np.array(at, np.int64)
         return Examples(np.array(hist, np.int64).reshape(-1, history), np.array(pos, np.int64),
-                        self.ts[at_] if len(at_) else np.zeros(0), at_)
+                        self.ts[at_] if len(at_) else np.zeros(0), at_,
+                        np.array(flags, bool).reshape(-1, history))
 
     def behaviour(self, stop: int | None = None) -> np.ndarray:
         """Per item, from interactions before ``stop``: log1p(clicks), log1p(views), and 1 for
