@@ -393,38 +393,26 @@ def train(
 
 async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, force, directory,
                         keep, as_json) -> None:
+    """Rounds until done (or forever with ``every``: a failed round, say the broker or Redis
+    being away, is reported and the next one runs on schedule)."""
     import redis.asyncio as aioredis
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
 
     from streamrec.simulator.publish import start_producer
-    from streamrec.snapshots.log_reader import read_log
-    from streamrec.snapshots.trainer import run_round
 
     r = aioredis.from_url(s.redis)
     producer = await start_producer(s.kafka) if s.kafka else None
     try:
         while True:
             started = time.monotonic()
-            with _progress() as progress:
-                if log is not None:
-                    events = sorted(_load_events(log, "jsonl", "", None), key=lambda e: e.ts or 0.0)
-                elif dataset:
-                    events = _dataset(dataset)
-                else:
-                    task = progress.add_task("reading the log", total=None, rate="")
-                    events = await read_log(s.kafka, window, progress=_ticker(progress, task, "ev"))
-                if log is not None or dataset:
-                    events = _latest_interactions(events, window)
-                tasks = {}
-
-                def tick(phase, done, total):
-                    if phase not in tasks:
-                        tasks[phase] = progress.add_task(f"training {phase}" if phase != "content"
-                                                         else "encoding items", total=total, rate="")
-                    progress.update(tasks[phase], completed=done, total=total)
-                report = await run_round(events, r, prefix=s.app_id, snapshot_dir=directory,
-                                         producer=producer, cfg=cfg, int8=int8, force=force,
-                                         image_root=s.image_root, keep=keep, progress=tick)
-            _print_round(report, as_json)
+            try:
+                await _one_round(s, r, producer, log, dataset, window, cfg, int8, force,
+                                 directory, keep, as_json)
+            except (OSError, RedisError, KafkaError) as exc:
+                if every is None:
+                    raise
+                console.print(f"[red]round failed, next in {every} min: {exc!r}[/red]")
             if every is None:
                 return
             await asyncio.sleep(max(0.0, every * 60 - (time.monotonic() - started)))
@@ -432,6 +420,35 @@ async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, for
         if producer is not None:
             await producer.stop()
         await r.aclose()
+
+
+async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, force,
+                     directory, keep, as_json) -> None:
+    """Read the window, train, judge, maybe publish, print the summary."""
+    from streamrec.snapshots.log_reader import read_log
+    from streamrec.snapshots.trainer import run_round
+
+    with _progress() as progress:
+        if log is not None:
+            events = sorted(_load_events(log, "jsonl", "", None), key=lambda e: e.ts or 0.0)
+        elif dataset:
+            events = _dataset(dataset)
+        else:
+            task = progress.add_task("reading the log", total=None, rate="")
+            events = await read_log(s.kafka, window, progress=_ticker(progress, task, "ev"))
+        if log is not None or dataset:
+            events = _latest_interactions(events, window)
+        tasks = {}
+
+        def tick(phase, done, total):
+            if phase not in tasks:
+                tasks[phase] = progress.add_task(f"training {phase}" if phase != "content"
+                                                 else "encoding items", total=total, rate="")
+            progress.update(tasks[phase], completed=done, total=total)
+        report = await run_round(events, r, prefix=s.app_id, snapshot_dir=directory,
+                                 producer=producer, cfg=cfg, int8=int8, force=force,
+                                 image_root=s.image_root, keep=keep, progress=tick)
+    _print_round(report, as_json)
 
 
 def _latest_interactions(events, window: int):

@@ -231,7 +231,6 @@ class Engine:
         await self.state.after_batch({}, out.stats)
         return out
 
-
     async def model_updates(self, batch: Sequence[Incoming]) -> Outgoing:
         """Announcements of new students: fetch and verify the one now in service.
         Announcements that are not JSON objects with a ``kind`` and a ``version`` are
@@ -253,19 +252,6 @@ class Engine:
 class PassthroughEngine(Engine):
     """The benchmark's ceiling: the same decoding, Redis reads and writes, batching and
     publishing as :class:`Engine`, with no model work (every list is the same cached one)."""
-
-    async def check_student(self) -> None:
-        """Fetch a newly published student, if any; it goes into service before the next
-        batch (:meth:`_swap_student`)."""
-        if self.students is not None:
-            rejected = len(self.students.rejected)
-            await self.students.check()
-            metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
-
-    def _swap_student(self) -> None:
-        if self.students is not None and self.students.apply():
-            self.model_version["student"] = self.students.version
-            metrics.STUDENT_SWAPS.inc()
 
     def learn(self, ev: View | Click) -> None:
         b = self.blend

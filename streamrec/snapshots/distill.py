@@ -186,7 +186,8 @@ class _BestEpoch:
         if self.judge is None:
             return
         self.model.eval()
-        score = self.judge(self.model)
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        score = self.judge(self.model) if finite else -1.0
         self.history.append(round(score, 4))
         if score > self.best:
             self.best, self.epoch = score, epoch
@@ -275,8 +276,10 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
                 loss = soft + cfg.hard_weight * hard
                 if phase == 1:  # the hidden representations, relative to the teacher's scale
                     loss = loss + cfg.hidden_weight * (
-                        F.mse_loss(model.item_adapter(s_items), t_items) / t_items.pow(2).mean()
-                        + F.mse_loss(model.user_adapter(s_users), t_users) / t_users.pow(2).mean())
+                        F.mse_loss(model.item_adapter(s_items), t_items)
+                        / t_items.pow(2).mean().clamp(min=1e-6)
+                        + F.mse_loss(model.user_adapter(s_users), t_users)
+                        / t_users.pow(2).mean().clamp(min=1e-6))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

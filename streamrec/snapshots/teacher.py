@@ -70,9 +70,13 @@ class TeacherTowers(nn.Module):
         self.query = nn.Parameter(torch.randn(dim) / dim ** 0.5)
         self.user_mlp = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(),
                                       nn.Linear(hidden, dim))
-        for last in (self.item_mlp[-1], self.user_mlp[-1]):  # corrections start at zero
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+        # The corrections start near zero: the user's exactly (user = history mean), the
+        # items' small but not zero, else with no content (prior 0) both towers would output
+        # 0 and every gradient vanish.
+        nn.init.zeros_(self.user_mlp[-1].weight)
+        nn.init.zeros_(self.user_mlp[-1].bias)
+        nn.init.normal_(self.item_mlp[-1].weight, std=0.01)
+        nn.init.zeros_(self.item_mlp[-1].bias)
 
     def fusion_weights(self, has_image: torch.Tensor) -> torch.Tensor:
         """Per item, the weights of (text, image, id)."""

@@ -9,8 +9,8 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from aiohttp.web import Response
+from redis.exceptions import RedisError
 
 from streamrec.agents.engine import Engine, PassthroughEngine
 from streamrec.agents.naive import NaivePipeline
