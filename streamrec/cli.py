@@ -225,6 +225,7 @@ def evaluate(
         "student, score the whole log)"),
     epochs: Optional[int] = typer.Option(None, help="Teacher epochs (the student gets the "
                                          "same number, split between its two phases)"),
+    seed: int = typer.Option(0, help="Seed of the models' initialisation and sampling"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N events"),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
 ) -> None:
@@ -241,7 +242,7 @@ def evaluate(
         raise typer.BadParameter("give --dataset or --log")
     if limit:
         events = events[:limit]
-    chosen = default_models()
+    chosen = default_models(seed)
     distilled = ("teacher", "student", "student_int8", "blend_no_student")
     wanted = [m.strip() for m in models.split(",") if m.strip()] or list(chosen) + (
         list(distilled) if train_fraction > 0 else [])
@@ -256,7 +257,7 @@ def evaluate(
         if train:
             try:
                 trained, embeddings, score_from = _train_for_evaluation(
-                    events, train_fraction, content, epochs, progress)
+                    events, train_fraction, content, epochs, progress, seed)
             except ValueError as exc:  # too little to train on: evaluate the rest anyway
                 console.print(f"[yellow]no teacher or student: {exc}[/yellow]")
                 wanted = [m for m in wanted if m not in distilled]
@@ -264,7 +265,7 @@ def evaluate(
         if trained is not None:
             from streamrec.simulator.evaluate import distilled_models
 
-            chosen.update(distilled_models(trained))
+            chosen.update(distilled_models(trained, seed))
             w = trained.window
             window = {"interactions": w.stop, "events": score_from,
                       "from_ts": float(w.log.ts[0]), "to_ts": float(w.log.ts[w.stop - 1]),
@@ -309,7 +310,7 @@ def _ticker(progress: Progress, task, unit: str):
 
 
 def _train_for_evaluation(events, fraction: float, content: bool, epochs: Optional[int],
-                          progress: Progress):
+                          progress: Progress, seed: int = 0):
     """Encode, train the teacher and distil the student on the first ``fraction`` of the
     interactions; returns the round, the content embeddings and the first scored event."""
     import numpy as np
@@ -326,7 +327,7 @@ def _train_for_evaluation(events, fraction: float, content: bool, epochs: Option
     embeddings = {item: feats.fused[j] for j, item in enumerate(log.item_ids)
                   if np.any(feats.fused[j])}
     stop = int(len(log) * fraction)
-    cfg = TrainConfig()
+    cfg = TrainConfig(seed=seed)
     if epochs:
         cfg.teacher_epochs = epochs
         cfg.student_epochs = ((epochs + 1) // 2, epochs // 2)

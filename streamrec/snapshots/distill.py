@@ -30,7 +30,8 @@ class TrainConfig:
     batch: int = 256
     #: Sampled negatives shared by a batch, drawn in proportion to clicks ** negative_power
     #: over the window's items (0: uniform; towards 1 it stops the model from winning on
-    #: popularity alone, which uniform negatives reward).
+    #: popularity alone, which uniform negatives reward). Off by default: on MovieLens 0.5
+    #: (with id_dropout 0.25) cost held-out HR@10 (0.141 vs 0.158).
     negatives: int = 255
     negative_power: float = 0.0
     #: Share of items whose id vector is hidden in each teacher batch, so the content towers
