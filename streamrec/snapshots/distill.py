@@ -37,6 +37,10 @@ class TrainConfig:
     #: Share of items whose id vector is hidden in each teacher batch, so the content towers
     #: learn to stand in for it (new items have no id).
     id_dropout: float = 0.0
+    #: Share of items the student sees without their id and behaviour in each batch, while
+    #: the teacher sees them whole: the student learns to score items newer than the window
+    #: (which have neither) from content alone.
+    student_id_dropout: float = 0.3
     teacher_epochs: int = 6
     #: Epochs with the soft-target loss only, then with soft targets plus the hidden MSE.
     student_epochs: tuple[int, int] = (3, 3)
@@ -266,8 +270,12 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
                     t_users = teacher.user_vectors(t_items, h, hc)
                     t_logits = _logits(t_users, t_items, p, n, acc,
                                        scale=teacher.log_scale.exp())
-                ids = t.ids[uniq]
-                s_items = model.item_vectors(t.fused[uniq], t.behaviour[uniq], ids)
+                ids, behaviour = t.ids[uniq], t.behaviour[uniq]
+                if cfg.student_id_dropout > 0:  # as if new: content alone must match the teacher
+                    hide = torch.rand(ids.shape, device=device) < cfg.student_id_dropout
+                    ids = ids.masked_fill(hide, 0)
+                    behaviour = behaviour.masked_fill(hide.unsqueeze(1), 0.0)
+                s_items = model.item_vectors(t.fused[uniq], behaviour, ids)
                 s_users = model.user_vectors(s_items, h, hc)
                 s_logits = _logits(s_users, s_items, p, n, acc, model.item_bias(ids))
                 soft = F.kl_div(F.log_softmax(s_logits / tau, 1), F.softmax(t_logits / tau, 1),
