@@ -426,7 +426,7 @@ async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, for
 async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, force,
                      directory, keep, as_json) -> None:
     """Read the window, train, judge, maybe publish, print the summary."""
-    from streamrec.snapshots.log_reader import read_log
+    from streamrec.snapshots.log_reader import latest_interactions, read_log
     from streamrec.snapshots.trainer import run_round
 
     with _progress() as progress:
@@ -438,7 +438,7 @@ async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, 
             task = progress.add_task("reading the log", total=None, rate="")
             events = await read_log(s.kafka, window, progress=_ticker(progress, task, "ev"))
         if log is not None or dataset:
-            events = _latest_interactions(events, window)
+            events = latest_interactions(events, window)
         tasks = {}
 
         def tick(phase, done, total):
@@ -450,15 +450,6 @@ async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, 
                                  producer=producer, cfg=cfg, int8=int8, force=force,
                                  image_root=s.image_root, keep=keep, progress=tick)
     _print_round(report, as_json)
-
-
-def _latest_interactions(events, window: int):
-    """Every upload, and the latest ``window`` views and clicks."""
-    idx = [i for i, e in enumerate(events) if e.type in ("view", "click")]
-    if len(idx) <= window:
-        return events
-    first = idx[-window]
-    return [e for i, e in enumerate(events) if i >= first or e.type == "upload"]
 
 
 def _print_round(report, as_json: bool) -> None:

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -95,6 +96,7 @@ class Window:
         out[self.id_rows[self.trained_items]] = self.behaviour[self.trained_items]
         return out
 
+    @cached_property
     def first_ts(self) -> np.ndarray:
         """When each item became known: its upload, else its first interaction."""
         log = self.log
@@ -105,6 +107,13 @@ class Window:
             if up is not None:
                 first[j] = min(first[j], up.ts)
         return first
+
+    def tensors(self, device: torch.device) -> _Tensors:
+        """The window on ``device``, moved there once."""
+        cache = self.__dict__.setdefault("_tensors", {})
+        if device not in cache:
+            cache[device] = _Tensors(self, device)
+        return cache[device]
 
 
 class _Tensors:
@@ -180,10 +189,14 @@ def teacher_item_vectors(teacher: TeacherTowers, t: _Tensors, rows=None,
 
 class _BestEpoch:
     """Early stopping: the weights of the epoch (0: the untrained start) that scored best on
-    the held-out clicks, so a round never returns a model its own training made worse."""
+    the held-out clicks, so a round never returns a model its own training made worse.
+    ``scores_of(model)`` gives the model's ``scores_for`` (see :func:`hit_rate`)."""
 
-    def __init__(self, model: torch.nn.Module, judge: Callable[[torch.nn.Module], float] | None):
-        self.model, self.judge = model, judge
+    def __init__(self, model: torch.nn.Module, scores_of: Callable[[torch.nn.Module], Callable],
+                 held_out: Examples | None, first_ts: np.ndarray):
+        self.model = model
+        self.judge = (lambda m: hit_rate(scores_of(m), held_out, first_ts)) \
+            if held_out is not None and len(held_out) else None
         self.best, self.state, self.epoch, self.history = -1.0, None, 0, []
         self.check(0)
 
@@ -211,7 +224,7 @@ def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    t = _Tensors(w, device)
+    t = w.tensors(device)
     c = w.content
     model = TeacherTowers(w.n_ids, c.text.shape[1], c.image.shape[1], history=cfg.history,
                           content_dim=c.fused.shape[1]).to(device)
@@ -219,9 +232,7 @@ def train_teacher(w: Window, train: Examples, cfg: TrainConfig,
     pool = negative_pool(w, cfg.negative_power)
     steps = cfg.teacher_epochs * -(-len(train) // cfg.batch)
     done = 0
-    first = w.first_ts()
-    best = _BestEpoch(model, held_out is not None and len(held_out) and (
-        lambda m: hit_rate(teacher_scores(m, w, cfg.device), held_out, first)) or None)
+    best = _BestEpoch(model, lambda m: teacher_scores(m, w, cfg.device), held_out, w.first_ts)
     model.train()
     for epoch in range(cfg.teacher_epochs):
         for rows in _batches(len(train), cfg.batch, rng):
@@ -247,7 +258,7 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed + 1)
     rng = np.random.default_rng(cfg.seed + 1)
-    t = _Tensors(w, device)
+    t = w.tensors(device)
     model = StudentTowers(w.n_ids, w.content.fused.shape[1], history=cfg.history,
                           teacher_dim=teacher.config["dim"])
     model.init_prior(w.content.fused[w.trained_items])
@@ -257,9 +268,7 @@ def distil_student(teacher: TeacherTowers, w: Window, train: Examples, cfg: Trai
     per_epoch = -(-len(train) // cfg.batch)
     steps = sum(cfg.student_epochs) * per_epoch
     tau, done, epoch = cfg.temperature, 0, 0
-    first = w.first_ts()
-    best = _BestEpoch(model, held_out is not None and len(held_out) and (
-        lambda m: hit_rate(student_scores(m, w), held_out, first)) or None)
+    best = _BestEpoch(model, lambda m: student_scores(m, w), held_out, w.first_ts)
     model.train()
     for phase, epochs in enumerate(cfg.student_epochs):
         for _ in range(epochs):
@@ -323,7 +332,7 @@ def hit_rate(scores_for: Callable[[Examples], np.ndarray], ex: Examples, first_t
 def student_scores(student: StudentTowers, w: Window):
     """``scores_for`` of the student's torch towers over every item of the log."""
     device = next(student.parameters()).device
-    t = _Tensors(w, device)
+    t = w.tensors(device)
     with torch.no_grad():
         items = student.item_vectors(t.fused, t.behaviour, t.ids)
         bias = student.item_bias(t.ids)
@@ -337,7 +346,7 @@ def student_scores(student: StudentTowers, w: Window):
 
 def teacher_scores(teacher: TeacherTowers, w: Window, device=None):
     """``scores_for`` of the teacher over every item of the log."""
-    t = _Tensors(w, pick_device(device))
+    t = w.tensors(pick_device(device))
     with torch.no_grad():
         items = teacher_item_vectors(teacher, t)
 
@@ -404,11 +413,11 @@ def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg:
     student = distil_student(teacher, w, train, cfg, progress, held)
     seconds["student"] = time.perf_counter() - t0
     trained = Trained(teacher, student, w, {}, seconds, len(train), held)
-    first = w.first_ts()
-    trained.scores["teacher_hr_at_10"] = hit_rate(teacher_scores(teacher, w, cfg.device), held, first)
+    trained.scores["teacher_hr_at_10"] = hit_rate(teacher_scores(teacher, w, cfg.device), held,
+                                                  w.first_ts)
     for name, q in (("student_hr_at_10", False), ("student_int8_hr_at_10", True)):
         scorer = StudentScorer(*trained.student_snapshot(q))
-        trained.scores[name] = hit_rate(scorer_scores(scorer, w), held, first)
+        trained.scores[name] = hit_rate(scorer_scores(scorer, w), held, w.first_ts)
     trained.scores["held_out_clicks"] = len(held)
     trained.scores["teacher_best_epoch"] = teacher.best_epoch
     trained.scores["student_best_epoch"] = student.best_epoch

@@ -52,12 +52,24 @@ async def read_log(bootstrap: str, max_interactions: int | None = None,
     finally:
         await consumer.stop()
     events.sort(key=lambda e: e.ts or 0.0)
-    if max_interactions is not None:
-        interactions = [i for i, e in enumerate(events) if e.type in ("view", "click")]
-        if len(interactions) > max_interactions:
-            first = interactions[-max_interactions]
-            events = [e for i, e in enumerate(events) if i >= first or e.type == "upload"]
-    return events
+    return events if max_interactions is None else latest_interactions(events, max_interactions)
+
+
+def latest_interactions(events: list[Event], n: int) -> list[Event]:
+    """Every upload (the items' content is needed whatever the window), and the latest ``n``
+    views and clicks; ``events`` in time order.
+
+    >>> from streamrec.streams.events import Click, Upload, View
+    >>> evs = [Upload("e0", "a", "c", 0.0, "A"), View("e1", "u", "a", 1.0),
+    ...        Click("e2", "u", "a", 2.0)]
+    >>> [e.event_id for e in latest_interactions(evs, 1)]
+    ['e0', 'e2']
+    """
+    interactions = [i for i, e in enumerate(events) if e.type in ("view", "click")]
+    if len(interactions) <= n:
+        return events
+    first = interactions[-n]
+    return [e for i, e in enumerate(events) if i >= first or e.type == "upload"]
 
 
 async def _partitions(consumer: AIOKafkaConsumer) -> list[TopicPartition]:

@@ -59,7 +59,7 @@ async def in_service_hit_rate(store: SnapshotStore, trained: Trained) -> tuple[s
             log.warning("the student in service cannot be judged: %s", exc)
         return None, None
     w = trained.window
-    return info.version, hit_rate(scorer_scores(scorer, w), trained.held_out, w.first_ts())
+    return info.version, hit_rate(scorer_scores(scorer, w), trained.held_out, w.first_ts)
 
 
 async def run_round(events: Sequence[Event], redis: aioredis.Redis, *, prefix: str = "streamrec",
