@@ -8,6 +8,7 @@ import numpy as np
 
 from streamrec.online_models.base import CandidateSource
 from streamrec.online_models.catalog import Catalog, grow_rows
+from streamrec.online_models.neighbours import NeighbourList
 from streamrec.online_models.popularity import epoch_of
 
 
@@ -47,10 +48,9 @@ class CoVisitation(CandidateSource):
         self.half_life_s = half_life_s
         self.popularity_damping = popularity_damping
         self.view_weight = view_weight
-        self.neighbours: dict[int, dict[int, float]] = {}
+        self.neighbours: dict[int, NeighbourList] = {}
         self.recent: dict[str, deque[int]] = {}
         self._count = np.zeros(1024, dtype=np.float64)
-        self._arrays: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.epoch: float | None = None
         #: Pair increments not yet written to shared storage (``None``: not collected).
         self.journal: dict[tuple[str, str], float] | None = None
@@ -62,10 +62,8 @@ class CoVisitation(CandidateSource):
         elif epoch > self.epoch:
             f = 2.0 ** (-(epoch - self.epoch) / self.half_life_s)
             for nb in self.neighbours.values():
-                for j in nb:
-                    nb[j] *= f
+                nb.scale(f)
             self._count *= f
-            self._arrays.clear()
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
 
@@ -73,12 +71,10 @@ class CoVisitation(CandidateSource):
         """Strengthen the link ``a -> b`` by ``w`` (raw, epoch-scaled units)."""
         nb = self.neighbours.get(a)
         if nb is None:
-            nb = self.neighbours[a] = {}
-        nb[b] = nb.get(b, 0.0) + w
-        if len(nb) > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
-            keep = sorted(nb.items(), key=lambda kv: kv[1], reverse=True)[: self.max_neighbours]
-            self.neighbours[a] = dict(keep)
-        self._arrays.pop(a, None)
+            nb = self.neighbours[a] = NeighbourList()
+        nb.add(b, w)
+        if nb.n > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
+            nb.prune(self.max_neighbours)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         i = self.catalog.add(item, ts)
@@ -102,29 +98,30 @@ class CoVisitation(CandidateSource):
                 self.journal[key] = self.journal.get(key, 0.0) + w
         hist.append(i)
 
-    def _neighbour_arrays(self, j: int) -> tuple[np.ndarray, np.ndarray]:
-        arr = self._arrays.get(j)
-        if arr is None:
-            nb = self.neighbours.get(j, {})
-            idx = np.fromiter(nb.keys(), dtype=np.int64, count=len(nb))
-            w = np.fromiter(nb.values(), dtype=np.float64, count=len(nb))
-            arr = self._arrays[j] = (idx, w)
-        return arr
+    def set_neighbours(self, j: int, idx: np.ndarray, w: np.ndarray) -> None:
+        """Replace item ``j``'s neighbours (raw weights), e.g. with the shared copy."""
+        self.neighbours[j] = NeighbourList.from_pairs(idx, w)
 
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         """All users' scores in one ``bincount`` over (user, neighbour) cells."""
         n = len(self.catalog)
-        cells, weights = [], []
+        idx_parts, w_parts, offsets, factors = [], [], [], []
+        empty = NeighbourList()
         for r, user in enumerate(users):
             for dist, j in enumerate(reversed(self.recent.get(user, ())), start=1):
-                idx, w = self._neighbour_arrays(j)
+                idx, w = self.neighbours.get(j, empty).arrays()
                 if idx.size:
-                    cells.append(idx + r * n)
-                    weights.append(w / dist)
-        if not cells:
+                    idx_parts.append(idx)
+                    w_parts.append(w)
+                    offsets.append(r * n)
+                    factors.append(1.0 / dist)
+        if not idx_parts:
             return np.zeros((len(users), n))
-        S = np.bincount(np.concatenate(cells), np.concatenate(weights),
-                        minlength=len(users) * n).reshape(len(users), n)
+        # Per-list offsets and 1/distance factors applied once over the concatenation.
+        sizes = np.fromiter(map(len, idx_parts), np.int64, len(idx_parts))
+        cells = np.concatenate(idx_parts) + np.repeat(np.array(offsets, np.int64), sizes)
+        weights = np.concatenate(w_parts) * np.repeat(np.array(factors), sizes)
+        S = np.bincount(cells, weights, minlength=len(users) * n).reshape(len(users), n)
         # Raw weights are relative to the epoch (up to 2**512); decayed to ``now`` they are
         # ordinary magnitudes, which float32 selection downstream needs.
         decay = 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s) \

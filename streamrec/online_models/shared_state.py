@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 import numpy as np
 import orjson
@@ -74,7 +74,6 @@ class SharedState:
         self.r = redis
         self.worker = worker
         self.neighbour_refresh_s = neighbour_refresh_s
-        self._apply = redis.register_script(APPLY_INCREMENTS)
         self.blend = blend
         self.p = prefix
         self.refresh_s = refresh_s
@@ -210,12 +209,19 @@ class SharedState:
         if co.epoch is None or epoch > co.epoch:
             co._scale(epoch)
         f = 2.0 ** (-(co.epoch - epoch) / co.half_life_s)
-        co.neighbours[j] = {cat.add(n.decode() if isinstance(n, bytes) else n, 0.0): w * f
-                            for n, w in pairs}
-        co._arrays.pop(j, None)
+        co.set_neighbours(j, np.fromiter((cat.add(n.decode() if isinstance(n, bytes) else n, 0.0)
+                                          for n, _ in pairs), np.int64, len(pairs)),
+                          np.fromiter((w for _, w in pairs), np.float64, len(pairs)) * f)
 
     async def after_batch(self, offsets: dict[str, int], stats: dict[str, int]) -> None:
         """Write back what the batch changed, atomically with the offsets it reflects."""
+        await self.write_back(offsets, stats)
+
+    def write_back(self, offsets: dict[str, int], stats: dict[str, int]) -> Awaitable[list]:
+        """Take what the batch changed (the journals and touched users are emptied now) and
+        return the awaitable that writes it, atomically with ``offsets``. Started as a task, it
+        sends at once and Redis applies it while the caller goes on computing (the increments
+        cost Redis ~8 ms per 250 events, as long as ranking the batch's users)."""
         pipe = self.r.pipeline(transaction=True)
         groups: list = []
         if self.pop is not None and self.pop.journal:
@@ -232,8 +238,11 @@ class SharedState:
             self.co.journal.clear()
         if groups:
             cap = self.co.max_neighbours if self.co is not None else 0
-            # Queues EVALSHA on the pipeline (the await does no I/O).
-            await self._apply(args=[cap, orjson.dumps(groups)], client=pipe)
+            # EVAL rather than a registered script's EVALSHA: redis-py checks SCRIPT EXISTS
+            # before every pipeline holding one (a round trip), and a NOSCRIPT inside MULTI
+            # would fail alone while the rest of the transaction applied. Redis caches the
+            # compiled body, so resending ~800 bytes is all it costs.
+            pipe.eval(APPLY_INCREMENTS, 0, cap, orjson.dumps(groups))
         if self.mf is not None and self.mf.journal:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
@@ -247,7 +256,7 @@ class SharedState:
         for name, n in stats.items():
             if n:
                 pipe.hincrby(f"{self.p}:stats", name, n)
-        await pipe.execute()
+        return pipe.execute()
 
     # ---- items ----------------------------------------------------------------------------
 
