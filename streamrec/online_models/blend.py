@@ -19,9 +19,10 @@ from streamrec.online_models.ranker import OnlineRanker
 from streamrec.online_models.student import StudentSource
 
 
-def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
+def best_first_by_row(rows: np.ndarray, v: np.ndarray, stable: bool = True) -> np.ndarray:
     """The order that groups candidates by ``rows`` (ascending), highest ``v`` first in each,
     ties in their original order: ``np.lexsort((-v, rows))``, 2.5x faster as one float key.
+    ``stable=False`` leaves the order of ties unspecified, for another 2x.
 
     >>> best_first_by_row(np.array([0, 0, 1, 1]), np.array([1.0, 3.0, 2.0, 2.0])).tolist()
     [1, 0, 2, 3]
@@ -30,7 +31,8 @@ def best_first_by_row(rows: np.ndarray, v: np.ndarray) -> np.ndarray:
     # into (0, 1) keeping their order: the key stays below rows + 1.
     finite = np.abs(v[np.isfinite(v)])
     scale = finite.max() if finite.size and finite.max() > 0 else 1.0
-    return np.argsort(rows + (0.5 - np.arctan(v / scale) / np.pi) * 0.999, kind="stable")
+    return np.argsort(rows + (0.5 - np.arctan(v / scale) / np.pi) * 0.999,
+                      kind="stable" if stable else "quicksort")
 
 
 def _z_by_row(v: np.ndarray, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -194,7 +196,8 @@ class Blend:
             v = at.get(name)
             if v is None:
                 continue
-            order = best_first_by_row(rows, v)
+            # Tied scores get some order of their ranks: the feature does not need a fair one.
+            order = best_first_by_row(rows, v, stable=False)
             rank = np.empty(len(idx))
             rank[order] = pos
             X[:, col] = np.where(v > self.sources[name].floor, 1.0 / (1.0 + rank), 0.0)
@@ -294,7 +297,7 @@ class Blend:
         learns from when the user views or clicks one of them."""
         offered = self._offered
         offered.pop(user, None)
-        offered[user] = (idx, X.astype(np.float32))
+        offered[user] = (idx, X)
         if len(offered) > self.max_offers:
             offered.popitem(last=False)
 
@@ -330,6 +333,15 @@ class Blend:
                                          exclude[a:a + chunk] if exclude else None)
         return out
 
+    def _source_labels(self) -> list[tuple[str, ...]]:
+        """The names of the sources set in each bit mask (built once: 64 tuples)."""
+        names = tuple(self.sources)
+        if getattr(self, "_labels_for", None) != names:
+            self._labels = [tuple(nm for c, nm in enumerate(names) if b >> c & 1)
+                            for b in range(1 << len(names))]
+            self._labels_for = names
+        return self._labels
+
     def _recommend_chunk(self, users, k, now, shared, exclude) -> list[list[Recommendation]]:
         n, U = len(self.catalog), len(users)
         banned = np.zeros((U, n), dtype=bool)
@@ -348,18 +360,18 @@ class Blend:
         X = self._features(users, rows, idx, starts, values, now)
         p = self.ranker.score_many(X)
         order = best_first_by_row(rows, p)
-        names = list(self.sources)
-        labels = [tuple(nm for c, nm in enumerate(names) if b >> c & 1)
-                  for b in range(1 << len(names))]
+        labels = self._source_labels()
         ids = self.catalog.ids
         idx_l, p_l, bits_l = idx.tolist(), p.tolist(), bits.tolist()
+        X32 = X.astype(np.float32)  # what offers keep: one conversion, copied per user
         out = []
         for r, user in enumerate(users):
             a, b = int(starts[r]), int(starts[r + 1])
             if a == b:
                 out.append([])
                 continue
-            self._remember_offer(user, idx[a:b], X[a:b])
+            # Copies, not views: a view would keep the whole batch's arrays alive.
+            self._remember_offer(user, idx[a:b].copy(), X32[a:b].copy())
             out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
                         for i in order[a:b][:k].tolist()])
         return out

@@ -93,8 +93,12 @@ class ISGD(CandidateSource):
         n = len(self.catalog)
         self._init_items(n)
         known = [self.user_factors.get(u) for u in users]
-        P = np.stack([p if p is not None else np.zeros(self.n_factors) for p in known])
-        S = P @ self.item_factors[:n].T
+        P = np.zeros((len(users), self.n_factors), np.float32)
+        for r, p in enumerate(known):
+            if p is not None:
+                P[r] = p
+        # float32: ranking needs no more, and the users x catalogue matrix is half the size.
+        S = P @ self.item_factors[:n].astype(np.float32).T
         for r, p in enumerate(known):
             if p is None:
                 S[r] = -np.inf

@@ -153,8 +153,8 @@ class SharedState:
         parts = list(partitions)
         stale = self._stale_neighbour_lists(users)
         pipe = self.r.pipeline(transaction=False)
-        for u in missing:
-            pipe.get(f"{self.p}:user:{u}")
+        if missing:
+            pipe.mget([f"{self.p}:user:{u}" for u in missing])
         for j in stale:
             pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
                            self.co.max_neighbours - 1, withscores=True)
@@ -163,11 +163,12 @@ class SharedState:
         if self.co is not None:
             pipe.get(f"{self.p}:co-epoch")
         res = await pipe.execute() if (missing or stale or parts or self.co is not None) else []
-        for u, raw in zip(missing, res):
-            self._apply_user(u, raw)
-            self.loaded_users.add(u)
+        if missing:
+            for u, raw in zip(missing, res.pop(0)):
+                self._apply_user(u, raw)
+                self.loaded_users.add(u)
         co_epoch = res[-1] if self.co is not None else None
-        self._apply_neighbour_lists(stale, res[len(missing):], co_epoch)
+        self._apply_neighbour_lists(stale, res, co_epoch)
         # Users just reloaded (after a restart or rebalance) bring recent items of their own.
         late = self._stale_neighbour_lists(missing)  # the lists loaded above are fresh now
         if late:
@@ -178,7 +179,7 @@ class SharedState:
             self._apply_neighbour_lists(late, await pipe.execute(), co_epoch)
         offsets = {}
         if parts:
-            for part, off in zip(parts, res[len(missing) + len(stale)]):
+            for part, off in zip(parts, res[len(stale)]):
                 if off is not None:
                     offsets[part] = int(off)
         return offsets
@@ -248,8 +249,10 @@ class SharedState:
             pipe.hset(f"{self.p}:isgd", mapping={
                 i: Q[cat.index[i]].astype(np.float32).tobytes() for i in self.mf.journal})
             self.mf.journal.clear()
-        for u in self.touched_users:
-            pipe.set(f"{self.p}:user:{u}", self._user_state(u))
+        if self.touched_users:
+            # One MSET rather than a SET per user: redis-py packs and parses each command in
+            # Python, which cost more than Redis storing them.
+            pipe.mset({f"{self.p}:user:{u}": self._user_state(u) for u in self.touched_users})
         self.touched_users.clear()
         if offsets:
             pipe.hset(f"{self.p}:offsets", mapping=offsets)
