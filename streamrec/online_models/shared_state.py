@@ -46,8 +46,19 @@ MAX_SEEN = 2000
 #: redis-py packs each argument in Python. Zsets are trimmed to their strongest ``ARGV[1]``
 #: members once they hold twice as many, so neighbour lists stay bounded in Redis too.
 #: ARGV[2]: [[kind "z"|"h", key, [member1, delta1, member2, delta2, ...]], ...].
+#: ARGV[3], optional, a guard for a resend whose first try failed without an answer:
+#: [offsets key, {partition: offset}]; the offsets were in the same transaction as the
+#: increments, so if they are all there the increments are too, and nothing is applied.
 APPLY_INCREMENTS = """
 local cap = tonumber(ARGV[1])
+if ARGV[3] then
+  local guard = cjson.decode(ARGV[3])
+  local landed = next(guard[2]) ~= nil  -- no offsets to tell by: apply
+  for part, off in pairs(guard[2]) do
+    if tonumber(redis.call("HGET", guard[1], part) or "-1") < off then landed = false end
+  end
+  if landed then return 0 end
+end
 for _, group in ipairs(cjson.decode(ARGV[2])) do
   local kind, key, pairs = group[1], group[2], group[3]
   for i = 1, #pairs, 2 do
@@ -93,6 +104,10 @@ class SharedState:
             self.mf.journal = set()
         self.loaded_users: set[str] = set()
         self.touched_users: set[str] = set()
+        #: What a failed write-back held, resent with the next one: offsets, and increments
+        #: (JSON) with the offsets that guard them.
+        self._unwritten_offsets: dict[str, int] = {}
+        self._in_doubt: list[tuple[bytes, dict[str, int]]] = []
         self._co_loaded: dict[int, float] = {}
         self._last_refresh = 0.0
         #: No other worker beat recently: local copies need loading once, never refreshing.
@@ -222,8 +237,25 @@ class SharedState:
         """Take what the batch changed (the journals and touched users are emptied now) and
         return the awaitable that writes it, atomically with ``offsets``. Started as a task, it
         sends at once and Redis applies it while the caller goes on computing (the increments
-        cost Redis ~8 ms per 250 events, as long as ranking the batch's users)."""
+        cost Redis ~8 ms per 250 events, as long as ranking the batch's users).
+
+        If the write fails (Redis unreachable), it is resent with the next one: the batch's
+        retry does not learn its events again (the local copy has them), so it could not
+        rebuild it. Whether the failed transaction landed is unknown, so its increments go
+        with a guard on its offsets (see ``APPLY_INCREMENTS``): applied once either way."""
         pipe = self.r.pipeline(transaction=True)
+        offsets = dict(offsets)
+        for part, off in self._unwritten_offsets.items():
+            offsets[part] = max(off, offsets.get(part, -1))
+        self._unwritten_offsets = {}
+        cap = self.co.max_neighbours if self.co is not None else 0
+        # EVAL rather than a registered script's EVALSHA: redis-py checks SCRIPT EXISTS before
+        # every pipeline holding one (a round trip), and a NOSCRIPT inside MULTI would fail
+        # alone while the rest of the transaction applied. Redis caches the compiled body.
+        in_doubt, self._in_doubt = self._in_doubt, []
+        for groups_json, guard in in_doubt:  # before this write's offsets, which may cover them
+            pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json,
+                      orjson.dumps([f"{self.p}:offsets", guard]))
         groups: list = []
         if self.pop is not None and self.pop.journal:
             groups.append(["h", f"{self.p}:pop:{int(self.pop.epoch)}",
@@ -237,29 +269,43 @@ class SharedState:
                 by_item.setdefault(b, []).extend((a, w))
             groups += [["z", f"{self.p}:co:{item}", pairs] for item, pairs in by_item.items()]
             self.co.journal.clear()
-        if groups:
-            cap = self.co.max_neighbours if self.co is not None else 0
-            # EVAL rather than a registered script's EVALSHA: redis-py checks SCRIPT EXISTS
-            # before every pipeline holding one (a round trip), and a NOSCRIPT inside MULTI
-            # would fail alone while the rest of the transaction applied. Redis caches the
-            # compiled body, so resending ~800 bytes is all it costs.
-            pipe.eval(APPLY_INCREMENTS, 0, cap, orjson.dumps(groups))
-        if self.mf is not None and self.mf.journal:
+        groups_json = orjson.dumps(groups) if groups else None
+        if groups_json is not None:
+            pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json)
+        # Vectors and user states are rewritten whole, so resending them is harmless.
+        vectors = set(self.mf.journal) if self.mf is not None else set()
+        if vectors:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
-                i: Q[cat.index[i]].astype(np.float32).tobytes() for i in self.mf.journal})
+                i: Q[cat.index[i]].astype(np.float32).tobytes() for i in vectors})
             self.mf.journal.clear()
-        if self.touched_users:
+        users, self.touched_users = self.touched_users, set()
+        if users:
             # One MSET rather than a SET per user: redis-py packs and parses each command in
             # Python, which cost more than Redis storing them.
-            pipe.mset({f"{self.p}:user:{u}": self._user_state(u) for u in self.touched_users})
-        self.touched_users.clear()
+            pipe.mset({f"{self.p}:user:{u}": self._user_state(u) for u in users})
         if offsets:
             pipe.hset(f"{self.p}:offsets", mapping=offsets)
         for name, n in stats.items():
             if n:
                 pipe.hincrby(f"{self.p}:stats", name, n)
-        return pipe.execute()
+        if groups_json is not None:
+            in_doubt.append((groups_json, offsets))
+        return self._execute(pipe, in_doubt, vectors, users, offsets)
+
+    async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
+                       offsets: dict[str, int]) -> list:
+        try:
+            return await pipe.execute()
+        except BaseException:
+            # Resent, guarded, with the next write (a new failure keeps them for the one after).
+            self._in_doubt = in_doubt + self._in_doubt
+            if self.mf is not None:
+                self.mf.journal |= vectors
+            self.touched_users |= users
+            for part, off in offsets.items():
+                self._unwritten_offsets[part] = max(off, self._unwritten_offsets.get(part, -1))
+            raise
 
     # ---- items ----------------------------------------------------------------------------
 

@@ -1,0 +1,79 @@
+"""The write-back to a real redis-server: a write that fails is resent with the next one and
+lands exactly once, whether or not the failed transaction was applied."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from streamrec.embedded import free_port
+from streamrec.online_models.blend import Blend
+from streamrec.online_models.shared_state import APPLY_INCREMENTS, SharedState
+
+from test_pipeline_integration import uid
+
+pytestmark = pytest.mark.integration
+
+EVENTS = [("ann", "tea", 1.0, True), ("ann", "cake", 2.0, False), ("bob", "tea", 3.0, True),
+          ("bob", "jam", 4.0, True), ("ann", "jam", 5.0, True)]
+
+
+def learn(state: SharedState, events) -> None:
+    for user, item, ts, clicked in events:
+        state.blend.learn_one(user, item, ts, clicked)
+        state.touched_users.add(user)
+
+
+async def snapshot(r: aioredis.Redis, prefix: str) -> dict:
+    """Everything the write-back stores, with the prefix taken out of the keys."""
+    out = {}
+    for key in await r.keys(f"{prefix}:*"):
+        name = key.decode()[len(prefix):]
+        kind = (await r.type(key)).decode()
+        if kind == "zset":
+            out[name] = {m: round(s, 9) for m, s in await r.zrange(key, 0, -1, withscores=True)}
+        elif kind == "hash" and not name.endswith(":stats"):  # counters differ by design
+            out[name] = {k: round(float(v), 9) if ":pop:" in name else v
+                         for k, v in (await r.hgetall(key)).items()}
+        elif kind == "string":  # user states, the co-visitation epoch
+            out[name] = await r.get(key)
+    return out
+
+
+async def test_a_failed_write_back_is_resent_with_the_next_and_lands_once(redis_client):
+    reference = SharedState(redis_client, Blend(seed=0), prefix=uid("ref"))
+    learn(reference, EVENTS)
+    await reference.write_back({"views:0": 4}, {"events": 5})
+
+    state = SharedState(redis_client, Blend(seed=0), prefix=uid("retry"))
+    learn(state, EVENTS[:3])
+    state.r = aioredis.from_url(f"redis://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await state.write_back({"views:0": 2}, {"events": 3})
+    state.r = redis_client
+    learn(state, EVENTS[3:])
+    await state.write_back({"views:0": 4}, {"events": 2})
+
+    stored = await snapshot(redis_client, state.p)
+    assert {":user:ann", ":user:bob", ":co:tea", ":co:jam", ":isgd", ":offsets"} <= set(stored)
+    assert stored == await snapshot(redis_client, reference.p)
+    assert await redis_client.hget(f"{state.p}:offsets", "views:0") == b"4"
+    # Resent once: a third write carries nothing from the first.
+    await state.write_back({}, {})
+    assert await snapshot(redis_client, state.p) == await snapshot(redis_client, reference.p)
+
+
+async def test_guarded_increments_apply_only_if_their_offsets_did_not_land(redis_client):
+    p = uid("guard")
+    groups = orjson.dumps([["h", f"{p}:pop:0", ["tea", 1.5]]])
+    guard = orjson.dumps([f"{p}:offsets", {"views:0": 7, "clicks:1": 3}])
+    await redis_client.hset(f"{p}:offsets", mapping={"views:0": 7, "clicks:1": 2})
+    assert await redis_client.eval(APPLY_INCREMENTS, 0, 100, groups, guard) == 1  # 2 < 3
+    await redis_client.hset(f"{p}:offsets", "clicks:1", 3)
+    assert await redis_client.eval(APPLY_INCREMENTS, 0, 100, groups, guard) == 0  # landed
+    assert float(await redis_client.hget(f"{p}:pop:0", "tea")) == 1.5
+    no_guard = orjson.dumps([f"{p}:offsets", {}])
+    assert await redis_client.eval(APPLY_INCREMENTS, 0, 100, groups, no_guard) == 1
+    assert float(await redis_client.hget(f"{p}:pop:0", "tea")) == 3.0
