@@ -112,6 +112,9 @@ class Blend:
                        ISGD(self.catalog, seed=seed), Freshness(self.catalog),
                        ContentSource(self.catalog), StudentSource(self.catalog)]
         self.sources = {s.name: s for s in sources}
+        #: The names of the sources set in each bit mask of a candidate's proposers.
+        self._labels = [tuple(nm for c, nm in enumerate(self.sources) if b >> c & 1)
+                        for b in range(1 << len(self.sources))]
         for s in sources:
             if s.catalog is not self.catalog:
                 raise ValueError(f"source {s.name!r} must share the blend's catalogue")
@@ -333,15 +336,6 @@ class Blend:
                                          exclude[a:a + chunk] if exclude else None)
         return out
 
-    def _source_labels(self) -> list[tuple[str, ...]]:
-        """The names of the sources set in each bit mask (built once: 64 tuples)."""
-        names = tuple(self.sources)
-        if getattr(self, "_labels_for", None) != names:
-            self._labels = [tuple(nm for c, nm in enumerate(names) if b >> c & 1)
-                            for b in range(1 << len(names))]
-            self._labels_for = names
-        return self._labels
-
     def _recommend_chunk(self, users, k, now, shared, exclude) -> list[list[Recommendation]]:
         n, U = len(self.catalog), len(users)
         banned = np.zeros((U, n), dtype=bool)
@@ -360,7 +354,7 @@ class Blend:
         X = self._features(users, rows, idx, starts, values, now)
         p = self.ranker.score_many(X)
         order = best_first_by_row(rows, p)
-        labels = self._source_labels()
+        labels = self._labels
         ids = self.catalog.ids
         idx_l, p_l, bits_l = idx.tolist(), p.tolist(), bits.tolist()
         X32 = X.astype(np.float32)  # what offers keep: one conversion, copied per user

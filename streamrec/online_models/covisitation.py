@@ -106,11 +106,11 @@ class CoVisitation(CandidateSource):
         """All users' scores in one ``bincount`` over (user, neighbour) cells."""
         n = len(self.catalog)
         idx_parts, w_parts, offsets, factors = [], [], [], []
-        empty = NeighbourList()
         for r, user in enumerate(users):
             for dist, j in enumerate(reversed(self.recent.get(user, ())), start=1):
-                idx, w = self.neighbours.get(j, empty).arrays()
-                if idx.size:
+                nb = self.neighbours.get(j)
+                if nb is not None and nb.n:
+                    idx, w = nb.arrays()
                     idx_parts.append(idx)
                     w_parts.append(w)
                     offsets.append(r * n)

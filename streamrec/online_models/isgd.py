@@ -92,16 +92,17 @@ class ISGD(CandidateSource):
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
         self._init_items(n)
-        known = [self.user_factors.get(u) for u in users]
         P = np.zeros((len(users), self.n_factors), np.float32)
-        for r, p in enumerate(known):
-            if p is not None:
+        unknown = []
+        for r, u in enumerate(users):
+            p = self.user_factors.get(u)
+            if p is None:
+                unknown.append(r)
+            else:
                 P[r] = p
         # float32: ranking needs no more, and the users x catalogue matrix is half the size.
         S = P @ self.item_factors[:n].astype(np.float32).T
-        for r, p in enumerate(known):
-            if p is None:
-                S[r] = -np.inf
+        S[unknown] = -np.inf
         return S
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:

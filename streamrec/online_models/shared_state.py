@@ -273,12 +273,13 @@ class SharedState:
         if groups_json is not None:
             pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json)
         # Vectors and user states are rewritten whole, so resending them is harmless.
-        vectors = set(self.mf.journal) if self.mf is not None else set()
+        vectors: set[str] = set()
+        if self.mf is not None:
+            vectors, self.mf.journal = self.mf.journal, set()
         if vectors:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
                 i: Q[cat.index[i]].astype(np.float32).tobytes() for i in vectors})
-            self.mf.journal.clear()
         users, self.touched_users = self.touched_users, set()
         if users:
             # One MSET rather than a SET per user: redis-py packs and parses each command in
