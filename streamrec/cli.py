@@ -282,13 +282,17 @@ def evaluate(
     scored = f"events {score_from + 1}-{result['events']}" if score_from else "all events"
     table = Table(title=f"prequential, {result['events']} events ({scored} scored, "
                         f"{result['clicks']} clicks)")
-    cols = ["hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "coverage", "events_per_s"]
+    cols = ["hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "new_item_hr_at_10",
+            "coverage", "events_per_s"]
     table.add_column("model")
     for c in cols:
         table.add_column(c, justify="right")
     for name, m in result["models"].items():
         table.add_row(name, *(f"{m[c]:,.0f}" if c == "events_per_s" else f"{m[c]:.4f}" for c in cols))
     console.print(table)
+    console.print(f"cold: {result['cold_clicks']:,} scored clicks on items nobody had clicked; "
+                  f"new items: {result['new_item_clicks']:,} of them on items that appeared at "
+                  f"most {result['new_item_window_s']:,.0f} s earlier (1% of the log's span)")
     if window:
         console.print(f"teacher and student trained on the first {window['interactions']:,} "
                       f"interactions (events 1-{score_from}); held-out HR@10 of the window's "

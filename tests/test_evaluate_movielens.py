@@ -19,8 +19,8 @@ def test_blend_beats_every_single_model_and_the_student_earns_its_place():
             "blend_no_content", "teacher", "student", "student_int8",
             "blend_no_student"} <= models.keys()
     for m in models.values():
-        assert {"hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "coverage",
-                "events_per_s"} <= m.keys()
+        assert {"hr_at_10", "mrr_at_10", "ndcg_at_10", "cold_hr_at_10", "new_item_hr_at_10",
+                "coverage", "events_per_s"} <= m.keys()
     blend = models["blend"]["hr_at_10"]
     assert blend >= 1.8 * models["popularity"]["hr_at_10"]
     for name, m in models.items():

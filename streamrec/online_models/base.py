@@ -41,6 +41,8 @@ class CandidateSource:
     catalog: Catalog
     #: Scores at or below this mean "no opinion".
     floor = 0.0
+    #: Whether the blend also takes this source's best items among those nobody has clicked.
+    proposes_cold = False
 
     @property
     def active(self) -> bool:

@@ -14,6 +14,7 @@ from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
 from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
+from streamrec.online_models.item_counts import ItemCounts
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.ranker import OnlineRanker
 from streamrec.online_models.student import StudentSource
@@ -58,6 +59,8 @@ FEATURES = (
     "isgd_x_activity", "covisitation_x_activity",
     "content_rr", "content_cosine", "content_x_unseen_item",
     "student_rr", "student_z",
+    "content_z", "fresh_x_content_z", "unclicked_x_content_z", "unclicked_x_log_events",
+    "click_rate",
 )
 #: Columns of the per-source reciprocal ranks.
 RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10,
@@ -83,6 +86,10 @@ class Blend:
     ``label_window_s`` is a negative, ranked below the user's latest click (with weight
     ``view_negative_weight``). Items the user has viewed or clicked are never recommended again.
 
+    Sources marked ``proposes_cold`` (content) also propose their best ``cold_per_source``
+    items among those nobody has clicked yet, so items too new to have a behavioural signal
+    still reach the ranker; :class:`ItemCounts` tells which those are.
+
     Examples
     --------
     >>> blend = Blend(seed=0)
@@ -105,7 +112,7 @@ class Blend:
                  sources: Sequence[CandidateSource] | None = None,
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
-                 max_offers: int = 20_000, seed: int = 0) -> None:
+                 max_offers: int = 20_000, cold_per_source: int = 5, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
@@ -136,6 +143,8 @@ class Blend:
         self._offered: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.max_offers = max_offers
         self._rng = np.random.default_rng(seed)
+        self.item_counts = ItemCounts(self.catalog)
+        self.cold_per_source = cold_per_source
 
     # ---- features -------------------------------------------------------------------------
 
@@ -183,8 +192,29 @@ class Blend:
                 keep = ~banned[r, t] & (S[r, t] > src.floor)
                 rows_.append(r[keep])
                 items_.append(t[keep])
+                if src.proposes_cold and self.cold_per_source:
+                    r, t = self._cold_proposals(neg, S, r[keep], t[keep], src.floor)
+                    rows_[-1] = np.concatenate([rows_[-1], r])
+                    items_[-1] = np.concatenate([items_[-1], t])
             cols_.append(np.full(len(rows_[-1]), col))
         return np.concatenate(rows_), np.concatenate(items_), np.concatenate(cols_), values
+
+    def _cold_proposals(self, neg: np.ndarray, S: np.ndarray, r: np.ndarray, t: np.ndarray,
+                        floor: float) -> tuple[np.ndarray, np.ndarray]:
+        """A source's best ``cold_per_source`` items per user among those nobody has clicked,
+        beside the ``(r, t)`` pairs it proposed already. ``neg``: its negated scores with the
+        banned items at +inf (overwritten). Without these, a catalogue's warm items crowd the
+        cold ones out of the source's top: a cold click's item was then rarely a candidate
+        (measured on the synthetic world: a fifth of them)."""
+        U, n = neg.shape
+        P = min(self.cold_per_source, n)
+        np.putmask(neg, ~self.item_counts.unclicked()[None, :n], np.inf)
+        neg[r, t] = np.inf  # proposed already
+        top = np.argpartition(neg, P - 1, axis=1)[:, :P]
+        r = np.repeat(np.arange(U), P)
+        t = top.ravel()
+        keep = np.isfinite(neg[r, t]) & (S[r, t] > floor)
+        return r[keep], t[keep]
 
     def _features(self, users: Sequence[str], rows: np.ndarray, idx: np.ndarray,
                   starts: np.ndarray, values: dict[str, np.ndarray], now: float) -> np.ndarray:
@@ -222,6 +252,14 @@ class Blend:
             X[:, 11] = np.where(np.isfinite(content), content, 0.0)
             if "popularity" in at:  # nobody has touched the item yet: content is all we have
                 X[:, 12] = X[:, 11] * (at["popularity"] <= 0.0)
+            # For items nobody has clicked, content is the only taste signal: these let the
+            # linear ranker weigh it differently there (measured in the README).
+            X[:, 15] = _z_by_row(content.astype(np.float64), rows, counts)
+            X[:, 16] = X[:, 15] * X[:, 3]
+            unclicked = self.item_counts.clicks_of(idx) == 0
+            X[:, 17] = X[:, 15] * unclicked
+        X[:, 18] = (self.item_counts.clicks_of(idx) == 0) * np.log1p(self.item_counts.events_of(idx))
+        X[:, 19] = self.item_counts.click_rate(idx)
         return X
 
     # ---- learning -------------------------------------------------------------------------
@@ -262,6 +300,7 @@ class Blend:
         if clicked:
             self.clicked.setdefault(user, set()).add(j)
         self.activity[user] = self.activity.get(user, 0) + 1
+        self.item_counts.learn_one(user, item, ts, clicked)
 
     def mark_seen(self, user: str, j: int) -> None:
         """Never recommend item ``j`` to ``user`` again (kept as a set and, for building the

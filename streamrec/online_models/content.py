@@ -34,6 +34,7 @@ class ContentSource(CandidateSource):
     """
 
     name = "content"
+    proposes_cold = True
 
     def __init__(self, catalog: Catalog | None = None, dim: int = 128,
                  half_life_s: float = 14 * 86400.0, view_weight: float = 0.3,
@@ -43,8 +44,9 @@ class ContentSource(CandidateSource):
         self.dim = dim
         self.half_life_s = half_life_s
         self.view_weight = view_weight
-        #: user -> (profile sum, time it was last updated)
-        self.profiles: dict[str, tuple[np.ndarray, float]] = {}
+        #: user -> (profile sum, its total weight, time both were last decayed to); the weight
+        #: centres the profile on the catalogue's mean, as the index centres the items.
+        self.profiles: dict[str, tuple[np.ndarray, float, float]] = {}
         self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
         self.max_pending = max_pending
 
@@ -69,34 +71,38 @@ class ContentSource(CandidateSource):
             self._pending.popitem(last=False)
 
     def _add(self, user: str, j: int, w: float, ts: float) -> None:
+        x = self.index.matrix[j]
         prev = self.profiles.get(user)
         if prev is None:
-            self.profiles[user] = (w * self.index.matrix[j], ts)
+            self.profiles[user] = (w * x, w, ts)
             return
-        p, t0 = prev
+        p, weight, t0 = prev
         # Decay whichever of the two is older to the newer time.
         if ts >= t0:
-            self.profiles[user] = (2.0 ** (-(ts - t0) / self.half_life_s) * p
-                                   + w * self.index.matrix[j], ts)
+            d = 2.0 ** (-(ts - t0) / self.half_life_s)
+            self.profiles[user] = (d * p + w * x, d * weight + w, ts)
         else:
-            self.profiles[user] = (p + 2.0 ** (-(t0 - ts) / self.half_life_s) * w
-                                   * self.index.matrix[j], t0)
+            d = 2.0 ** (-(t0 - ts) / self.half_life_s)
+            self.profiles[user] = (p + d * w * x, weight + d * w, t0)
 
     def profile(self, user: str) -> np.ndarray | None:
-        """The user's unit profile vector, or None before any item with an embedding."""
+        """The user's unit profile vector in the index's centred space, or None before any
+        item with an embedding."""
         prev = self.profiles.get(user)
         if prev is None:
             return None
-        norm = np.linalg.norm(prev[0])
-        return prev[0] / norm if norm > 0 else None
+        q = self.index.centre_queries(prev[0], np.array([prev[1]]))[0]
+        return q if q.any() else None
 
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
-        P = np.zeros((len(users), self.dim), np.float32)
+        raw = np.zeros((len(users), self.dim), np.float32)
+        weights = np.zeros(len(users), np.float32)
         for r, u in enumerate(users):
-            p = self.profile(u)
-            if p is not None:
-                P[r] = p
+            prev = self.profiles.get(u)
+            if prev is not None:
+                raw[r], weights[r] = prev[0], prev[1]
+        P = self.index.centre_queries(raw, weights)
         S = self.index.scores(P, n)  # float32: cosines need no more
         S[~P.any(axis=1)] = -np.inf  # no profile: no opinion
         return S

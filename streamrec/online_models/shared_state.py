@@ -10,6 +10,8 @@ workers can add to them; vectors are last-writer-wins, which SGD tolerates.
 Keys (``{p}`` is the prefix, ``streamrec`` by default)::
 
     {p}:pop:{epoch}        hash item -> decayed count (raw, relative to the epoch)
+    {p}:item-clicks        hash item -> clicks (never decayed)
+    {p}:item-events        hash item -> views and clicks (never decayed)
     {p}:co:{item}          zset neighbour -> co-visitation weight (raw, relative to the epoch)
     {p}:co-epoch           the co-visitation epoch
     {p}:isgd               hash item -> float32 latent vector bytes
@@ -102,6 +104,8 @@ class SharedState:
             self.co.journal = {}
         if self.mf is not None:
             self.mf.journal = set()
+        self.counts = blend.item_counts
+        self.counts.journal = {}
         self.loaded_users: set[str] = set()
         self.touched_users: set[str] = set()
         #: What a failed write-back held, resent with the next one: offsets, and increments
@@ -134,8 +138,9 @@ class SharedState:
         if self.mf is not None and user in self.mf.user_factors:
             state["p"] = self.mf.user_factors[user].astype(np.float32).tobytes().hex()
         if self.content is not None and user in self.content.profiles:
-            profile, ts = self.content.profiles[user]
-            state["c"], state["ct"] = profile.astype(np.float32).tobytes().hex(), ts
+            profile, weight, ts = self.content.profiles[user]
+            state["c"], state["cw"], state["ct"] = (profile.astype(np.float32).tobytes().hex(),
+                                                    weight, ts)
         return orjson.dumps(state)
 
     def _apply_user(self, user: str, raw: bytes | None) -> None:
@@ -156,8 +161,9 @@ class SharedState:
             self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).astype(
                 np.float64)
         if self.content is not None and "c" in d:
+            # A state saved before profiles carried their weight is centred as one item's.
             self.content.profiles[user] = (np.frombuffer(bytes.fromhex(d["c"]), np.float32).copy(),
-                                           float(d.get("ct", 0.0)))
+                                           float(d.get("cw", 1.0)), float(d.get("ct", 0.0)))
 
     # ---- one batch ------------------------------------------------------------------------
 
@@ -261,6 +267,13 @@ class SharedState:
             groups.append(["h", f"{self.p}:pop:{int(self.pop.epoch)}",
                            [x for kv in self.pop.journal.items() for x in kv]])
             self.pop.journal.clear()
+        if self.counts.journal:
+            journal, self.counts.journal = self.counts.journal, {}
+            clicks = [x for item, (c, _) in journal.items() if c for x in (item, c)]
+            if clicks:
+                groups.append(["h", f"{self.p}:item-clicks", clicks])
+            groups.append(["h", f"{self.p}:item-events",
+                           [x for item, (_, e) in journal.items() for x in (item, e)]])
         if self.co is not None and self.co.journal:
             pipe.set(f"{self.p}:co-epoch", repr(self.co.epoch))
             by_item: dict[str, list] = {}
@@ -357,6 +370,8 @@ class SharedState:
                 pipe.hgetall(f"{self.p}:pop:{int(e)}")
         pipe.hgetall(f"{self.p}:isgd")
         pipe.zrangebyscore(f"{self.p}:items:ts", self._items_seen_ts, "+inf", withscores=True)
+        pipe.hgetall(f"{self.p}:item-clicks")
+        pipe.hgetall(f"{self.p}:item-events")
         res = await pipe.execute()
         if epochs:
             merged: dict[str, float] = {}
@@ -366,7 +381,7 @@ class SharedState:
                     k = k.decode()
                     merged[k] = merged.get(k, 0.0) + float(v) * f
             self.pop.set_raw(epochs[-1], merged)
-        vectors, items = res[len(epochs):]
+        vectors, items, clicks, events = res[len(epochs):]
         if self.mf is not None:
             for k, v in vectors.items():
                 self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
@@ -375,6 +390,10 @@ class SharedState:
         for k, (_, ts) in zip(new, items):
             self.blend.add_item(k, ts, vectors.get(k))
             self._items_seen_ts = max(self._items_seen_ts, ts)
+        # After the items, so that they enter the catalogue at their upload time (an item known
+        # only from another worker's events enters as first seen at 0: not fresh).
+        self.counts.set_counts({k.decode(): float(v) for k, v in clicks.items()},
+                               {k.decode(): float(v) for k, v in events.items()})
 
     async def save_ranker(self) -> None:
         await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))

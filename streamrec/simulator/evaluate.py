@@ -130,17 +130,21 @@ class Scores:
     hits: int = 0
     cold_clicks: int = 0
     cold_hits: int = 0
+    new_clicks: int = 0
+    new_hits: int = 0
     rr: float = 0.0
     dcg: float = 0.0
     seconds: float = 0.0
     recommended: set[str] = field(default_factory=set)
 
-    def add(self, rank: int | None, cold: bool) -> None:
+    def add(self, rank: int | None, cold: bool, new: bool = False) -> None:
         self.clicks += 1
         self.cold_clicks += cold
+        self.new_clicks += new
         if rank is not None:
             self.hits += 1
             self.cold_hits += cold
+            self.new_hits += new
             self.rr += 1.0 / (rank + 1)
             self.dcg += 1.0 / math.log2(rank + 2)
 
@@ -151,6 +155,7 @@ class Scores:
             f"mrr_at_{self.k}": self.rr / c,
             f"ndcg_at_{self.k}": self.dcg / c,  # one relevant item: ideal DCG is 1
             f"cold_hr_at_{self.k}": self.cold_hits / max(self.cold_clicks, 1),
+            f"new_item_hr_at_{self.k}": self.new_hits / max(self.new_clicks, 1),
             "coverage": len(self.recommended) / max(n_items, 1),
             "events_per_s": n_events / self.seconds if self.seconds else 0.0,
         }
@@ -159,23 +164,34 @@ class Scores:
 def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: int = 10,
                 progress: Callable[[int], None] | None = None,
                 embeddings: Mapping[str, Any] | None = None,
-                score_from: int = 0) -> dict[str, Any]:
+                score_from: int = 0, new_item_window_s: float | None = None) -> dict[str, Any]:
     """Run the protocol over ``events``; returns ``{"events", "clicks", "models": {...}}``.
     ``embeddings`` (item -> content vector) are handed to models at the item's upload. Events
-    before position ``score_from`` (a training window) are learned but not scored."""
+    before position ``score_from`` (a training window) are learned but not scored.
+
+    Two cold-start hit rates: ``cold_hr_at_K`` over clicks on items nobody had clicked
+    before, and ``new_item_hr_at_K`` over those of them whose item appeared (its upload, or its
+    first event) at most ``new_item_window_s`` earlier (default: 1% of the events' time span,
+    which needs ``events`` to be a sequence)."""
     embeddings = embeddings or {}
+    if new_item_window_s is None:
+        events = list(events)
+        span = events[-1].ts - events[0].ts if events else 0.0
+        new_item_window_s = 0.01 * span
+    appeared: dict[str, float] = {}
     scores = {name: Scores(k) for name in models}
     seen: dict[str, set[str]] = {}
     at_view: dict[tuple[str, str], dict[str, int | None]] = {}
     clicked_items: set[str] = set()
     items: set[str] = set()
-    n_events = n_clicks = 0
+    n_events = n_clicks = n_cold = n_new = 0
     for ev in events:
         n_events += 1
         if progress is not None and n_events % 1000 == 0:
             progress(n_events)
         if isinstance(ev, Upload):
             items.add(ev.item_id)
+            appeared.setdefault(ev.item_id, ev.ts)
             for name, m in models.items():
                 t0 = time.perf_counter()
                 _register(m, ev.item_id, ev.ts, embeddings.get(ev.item_id))
@@ -188,6 +204,7 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
         user_seen = seen.setdefault(user, set())
         is_click = isinstance(ev, Click)
         cold = is_click and item not in clicked_items
+        new = cold and ts - appeared.setdefault(item, ts) <= new_item_window_s
         if n_events <= score_from:
             for m in models.values():
                 m.learn_one(user, item, ts, is_click)
@@ -207,17 +224,22 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
             m.learn_one(user, item, ts, is_click)
             sc.seconds += time.perf_counter() - t0
             if is_click:
-                sc.add(rank, cold)
+                sc.add(rank, cold, new)
             elif (user, item) not in at_view or name not in at_view[(user, item)]:
                 at_view.setdefault((user, item), {})[name] = rank
         if is_click:
             n_clicks += 1
+            n_cold += cold
+            n_new += new
             clicked_items.add(item)
         user_seen.add(item)
     return {
         "events": n_events,
         "scored_from_event": score_from,
+        "new_item_window_s": new_item_window_s,
         "clicks": n_clicks,
+        "cold_clicks": n_cold,
+        "new_item_clicks": n_new,
         "models": {name: sc.summary(n_events - score_from, len(items))
                    for name, sc in scores.items()},
     }
