@@ -15,6 +15,7 @@ from streamrec.online_models.covisitation import CoVisitation
 from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.item_counts import ItemCounts
+from streamrec.online_models.new_item_slots import NewItemSlots
 from streamrec.online_models.popularity import DecayedPopularity
 from streamrec.online_models.ranker import OnlineRanker
 from streamrec.online_models.student import StudentSource
@@ -88,7 +89,10 @@ class Blend:
 
     Sources marked ``proposes_cold`` (content) also propose their best ``cold_per_source``
     items among those nobody has clicked yet, so items too new to have a behavioural signal
-    still reach the ranker; :class:`ItemCounts` tells which those are.
+    still reach the ranker; :class:`ItemCounts` tells which those are. Up to
+    ``new_item_slots`` of each list's last places go to the candidates among the user's
+    ``new_pool`` freshest that best match their content profile, as many as clicks have shown
+    to be worth the ranker's items they displace (:class:`NewItemSlots`).
 
     Examples
     --------
@@ -112,7 +116,8 @@ class Blend:
                  sources: Sequence[CandidateSource] | None = None,
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
-                 max_offers: int = 20_000, cold_per_source: int = 5, seed: int = 0) -> None:
+                 max_offers: int = 20_000, cold_per_source: int = 5, new_item_slots: int = 6,
+                 new_pool: int = 40, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
@@ -145,6 +150,9 @@ class Blend:
         self._rng = np.random.default_rng(seed)
         self.item_counts = ItemCounts(self.catalog)
         self.cold_per_source = cold_per_source
+        self.new_slots = NewItemSlots(new_item_slots) \
+            if new_item_slots and "content" in self.sources else None
+        self.new_pool = new_pool
 
     # ---- features -------------------------------------------------------------------------
 
@@ -310,6 +318,8 @@ class Blend:
             self.clicked.setdefault(user, set()).add(j)
         self.activity[user] = self.activity.get(user, 0) + 1
         self.item_counts.learn_one(user, item, ts, clicked)
+        if self.new_slots is not None:
+            self.new_slots.observe(user, j, clicked)
 
     def mark_seen(self, user: str, j: int) -> None:
         """Never recommend item ``j`` to ``user`` again (kept as a set and, for building the
@@ -360,6 +370,20 @@ class Blend:
             for s in self.sources.values():
                 if hasattr(s, "set_embedding"):
                     s.set_embedding(item, embedding, ts)
+
+    def _with_new_items(self, user: str, ranked: np.ndarray, X: np.ndarray, idx: np.ndarray,
+                        k: int) -> list[int]:
+        """The user's top ``k`` candidates (positions in the batch arrays), some of the last
+        places maybe given to new items that match their content profile."""
+        rest = ranked[k:]
+        # Among the user's new_pool freshest candidates, with a content opinion, outside the top.
+        new = rest[(X[rest, 3] > 1.0 / (1.0 + self.new_pool)) & (X[rest, 11] != 0.0)]
+        picks = new[np.argsort(-X[new, 15], kind="stable")][: self.new_slots.max_slots]
+        top = ranked[:k]
+        item_of = dict(zip(idx[top].tolist(), top.tolist()))
+        item_of.update(zip(idx[picks].tolist(), picks.tolist()))
+        chosen = self.new_slots.choose(user, idx[top].tolist(), idx[picks].tolist(), k)
+        return [item_of[j] for j in chosen]
 
     # ---- recommending ---------------------------------------------------------------------
 
@@ -414,6 +438,9 @@ class Blend:
                 continue
             # Copies, not views: a view would keep the whole batch's arrays alive.
             self._remember_offer(user, idx[a:b].copy(), X32[a:b].copy())
+            ranked = order[a:b]
+            chosen = ranked[:k].tolist() if self.new_slots is None else \
+                self._with_new_items(user, ranked, X, idx, k)
             out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
-                        for i in order[a:b][:k].tolist()])
+                        for i in chosen])
         return out
