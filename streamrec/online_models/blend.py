@@ -264,6 +264,7 @@ class Blend:
         act = np.log1p(np.array([self.activity.get(u, 0) for u in users], dtype=float)) / 5.0
         X[:, 8] = X[:, 6] * act[rows]
         X[:, 9] = X[:, 5] * act[rows]
+        unclicked = self.item_counts.clicks_of(idx) == 0
         content = at.get("content")
         if content is not None:
             X[:, 11] = np.where(np.isfinite(content), content, 0.0)
@@ -273,9 +274,8 @@ class Blend:
             # linear ranker weigh it differently there (measured in the README).
             X[:, 15] = _z_by_row(content.astype(np.float64), rows, counts)
             X[:, 16] = X[:, 15] * X[:, 3]
-            unclicked = self.item_counts.clicks_of(idx) == 0
             X[:, 17] = X[:, 15] * unclicked
-        X[:, 18] = (self.item_counts.clicks_of(idx) == 0) * np.log1p(self.item_counts.events_of(idx))
+        X[:, 18] = unclicked * np.log1p(self.item_counts.events_of(idx))  # seen, never clicked
         X[:, 19] = self.item_counts.click_rate(idx)
         return X
 
@@ -371,20 +371,6 @@ class Blend:
                 if hasattr(s, "set_embedding"):
                     s.set_embedding(item, embedding, ts)
 
-    def _with_new_items(self, user: str, ranked: np.ndarray, X: np.ndarray, idx: np.ndarray,
-                        k: int) -> list[int]:
-        """The user's top ``k`` candidates (positions in the batch arrays), some of the last
-        places maybe given to new items that match their content profile."""
-        rest = ranked[k:]
-        # Among the user's new_pool freshest candidates, with a content opinion, outside the top.
-        new = rest[(X[rest, 3] > 1.0 / (1.0 + self.new_pool)) & (X[rest, 11] != 0.0)]
-        picks = new[np.argsort(-X[new, 15], kind="stable")][: self.new_slots.max_slots]
-        top = ranked[:k]
-        item_of = dict(zip(idx[top].tolist(), top.tolist()))
-        item_of.update(zip(idx[picks].tolist(), picks.tolist()))
-        chosen = self.new_slots.choose(user, idx[top].tolist(), idx[picks].tolist(), k)
-        return [item_of[j] for j in chosen]
-
     # ---- recommending ---------------------------------------------------------------------
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (), now: float = 0.0,
@@ -444,3 +430,17 @@ class Blend:
             out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
                         for i in chosen])
         return out
+
+    def _with_new_items(self, user: str, ranked: np.ndarray, X: np.ndarray, idx: np.ndarray,
+                        k: int) -> list[int]:
+        """The user's top ``k`` candidates (positions in the batch arrays), some of the last
+        places maybe given to new items that match their content profile."""
+        rest = ranked[k:]
+        # Among the user's new_pool freshest candidates, with a content opinion, outside the top.
+        new = rest[(X[rest, 3] > 1.0 / (1.0 + self.new_pool)) & (X[rest, 11] != 0.0)]
+        picks = new[np.argsort(-X[new, 15], kind="stable")][: self.new_slots.max_slots]
+        top = ranked[:k]
+        item_of = dict(zip(idx[top].tolist(), top.tolist()))
+        item_of.update(zip(idx[picks].tolist(), picks.tolist()))
+        chosen = self.new_slots.choose(user, idx[top].tolist(), idx[picks].tolist(), k)
+        return [item_of[j] for j in chosen]
