@@ -292,7 +292,7 @@ def evaluate(
     console.print(table)
     console.print(f"cold: {result['cold_clicks']:,} scored clicks on items nobody had clicked; "
                   f"new items: {result['new_item_clicks']:,} of them on items that appeared at "
-                  f"most {result['new_item_window_s']:,.0f} s earlier (1% of the log's span)")
+                  f"most {_seconds(result['new_item_window_s'])} earlier (1% of the log's span)")
     if window:
         console.print(f"teacher and student trained on the first {window['interactions']:,} "
                       f"interactions (events 1-{score_from}); held-out HR@10 of the window's "
@@ -300,6 +300,13 @@ def evaluate(
                                                     window["held_out"].items() if "hr" in k))
     if as_json:
         print(json.dumps(result))
+
+
+def _seconds(s: float) -> str:
+    """A duration as people read it: 0.58 s, 42 s, 2.1 days."""
+    if s >= 86400:
+        return f"{s / 86400:.1f} days"
+    return f"{s:.2f} s" if s < 10 else f"{s:,.0f} s"
 
 
 def _ticker(progress: Progress, task, unit: str):
