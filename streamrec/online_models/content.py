@@ -18,7 +18,9 @@ class ContentSource(CandidateSource):
 
     The profile is the sum of the embeddings of the items the user clicked (views count
     ``view_weight``), each decaying with ``half_life_s``, so it follows a drifting taste.
-    Items without an embedding are never proposed. A click on an item whose embedding has not
+    Cosines are taken after centring profile and items on the catalogue's mean embedding (see
+    :class:`~streamrec.content.index.EmbeddingIndex`). Items without an embedding are never
+    proposed. A click on an item whose embedding has not
     arrived yet (uploads are encoded by another agent) is kept, for up to ``max_pending``
     items, and added to the profile when it arrives.
 
