@@ -269,7 +269,7 @@ class Blend:
         if content is not None:
             X[:, 11] = np.where(np.isfinite(content), content, 0.0)
             if "popularity" in at:  # nobody has touched the item yet: content is all we have
-                X[:, 12] = X[:, 11] * (at["popularity"] <= 0.0)
+                X[:, 12] = (X[:, 11] + 1.0) / 2.0 * (at["popularity"] <= 0.0)
             # For items nobody has clicked, content is the only taste signal: these let the
             # linear ranker weigh it differently there (measured in the README).
             X[:, 15] = _z_by_row(content.astype(np.float64), rows, counts)
