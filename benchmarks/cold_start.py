@@ -30,19 +30,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.simulator.evaluate import (  # noqa: E402
-    blend_without_content, blend_without_student, encode_uploads, prequential)
+    blend_without_content, blend_without_student, encode_uploads, first_event_after, prequential)
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
 from streamrec.streams.events import Click, Upload, View  # noqa: E402
 
 
-def second_half(events) -> int:
-    """The position of the first event of the second half of the interactions."""
-    half = sum(not isinstance(e, Upload) for e in events) // 2
-    for pos, e in enumerate(events):
-        half -= not isinstance(e, Upload)
-        if half < 0:
-            return pos
-    return len(events)
+def count_interactions(events) -> int:
+    return sum(isinstance(e, (View, Click)) for e in events)
 
 
 def world_log(seed: int, n_events: int, ceiling_head: int = 25):
@@ -52,7 +46,7 @@ def world_log(seed: int, n_events: int, ceiling_head: int = 25):
     events = list(world.events(0.0, limit=n_events))
     clicked_pairs = {(e.user_id, e.item_id) for e in events if isinstance(e, Click)}
     window = 0.01 * (events[-1].ts - events[0].ts)
-    score_from = second_half(events)
+    score_from = first_event_after(events, count_interactions(events) // 2)
     # Generate again (same seed, same stream) to read the true affinities at each view.
     world = World(WorldConfig(n_users=2000, n_items=1000, seed=seed, events_per_s=1000.0))
     first: dict[str, float] = {}
@@ -80,7 +74,8 @@ def world_log(seed: int, n_events: int, ceiling_head: int = 25):
 
 def compare(events, embeddings) -> dict:
     models = {"blend": blend_without_student(), "blend_no_content": blend_without_content()}
-    res = prequential(events, models, embeddings=embeddings, score_from=second_half(events))
+    res = prequential(events, models, embeddings=embeddings, score_from=first_event_after(
+        events, count_interactions(events) // 2))
     b, nb = res["models"]["blend"], res["models"]["blend_no_content"]
     ratio = lambda key: b[key] / nb[key] if nb[key] else float("inf")  # noqa: E731
     return {"clicks": res["clicks"], "cold_clicks": res["cold_clicks"],

@@ -326,6 +326,7 @@ def _train_for_evaluation(events, fraction: float, content: bool, epochs: Option
     interactions; returns the round, the content embeddings and the first scored event."""
     import numpy as np
 
+    from streamrec.simulator.evaluate import first_event_after
     from streamrec.snapshots.distill import TrainConfig, train_models
     from streamrec.snapshots.training_log import TrainingLog
 
@@ -349,12 +350,7 @@ def _train_for_evaluation(events, fraction: float, content: bool, epochs: Option
             tasks[phase] = progress.add_task(f"training {phase}", total=total, rate="")
         progress.update(tasks[phase], completed=done)
     trained = train_models(log, feats, stop, cfg, train_tick)
-    n = 0
-    for score_from, ev in enumerate(events):  # the event after the window's last interaction
-        n += ev.type in ("view", "click")
-        if n > stop:
-            break
-    return trained, embeddings, score_from
+    return trained, embeddings, first_event_after(events, stop)
 
 
 @app.command()

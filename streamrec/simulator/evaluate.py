@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -81,6 +81,21 @@ def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
                                      blend_student], seed=seed),
         "blend_no_student": blend_without_student(seed),
     }
+
+
+def first_event_after(events: Sequence[Event], n_interactions: int) -> int:
+    """The position of the first event after the first ``n_interactions`` views and clicks
+    (``len(events)`` when there are no more): where scoring starts after a training window.
+
+    >>> first_event_after([Upload("e0", "i", "c", 0.0, "t"), View("e1", "u", "i", 1.0),
+    ...                    Click("e2", "u", "i", 2.0)], 1)
+    2
+    """
+    for pos, ev in enumerate(events):
+        n_interactions -= isinstance(ev, (View, Click))
+        if n_interactions < 0:
+            return pos
+    return len(events)
 
 
 def encode_uploads(events: Iterable[Event], batch: int = 64,
