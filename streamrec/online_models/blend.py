@@ -415,6 +415,9 @@ class Blend:
         labels = self._labels
         ids = self.catalog.ids
         idx_l, p_l, bits_l = idx.tolist(), p.tolist(), bits.tolist()
+        order_l = order.tolist()
+        picks = self._new_item_picks(rows, order, starts, X, k) \
+            if self.new_slots is not None else None
         X32 = X.astype(np.float32)  # what offers keep: one conversion, copied per user
         out = []
         for r, user in enumerate(users):
@@ -424,23 +427,36 @@ class Blend:
                 continue
             # Copies, not views: a view would keep the whole batch's arrays alive.
             self._remember_offer(user, idx[a:b].copy(), X32[a:b].copy())
-            ranked = order[a:b]
-            chosen = ranked[:k].tolist() if self.new_slots is None else \
-                self._with_new_items(user, ranked, X, idx, k)
+            top = order_l[a:min(b, a + k)]
+            if picks is not None:
+                top = self._with_new_items(user, top, picks[r], idx_l, k)
             out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
-                        for i in chosen])
+                        for i in top])
         return out
 
-    def _with_new_items(self, user: str, ranked: np.ndarray, X: np.ndarray, idx: np.ndarray,
+    def _new_item_picks(self, rows: np.ndarray, order: np.ndarray, starts: np.ndarray,
+                        X: np.ndarray, k: int) -> list[list[int]]:
+        """Each user's best new items by content (positions in the batch arrays, best first, at
+        most ``new_slots.max_slots``): among their ``new_pool`` freshest candidates with a
+        content opinion, outside the ranker's top ``k``. One sort for the whole batch."""
+        place = np.empty(len(order), np.int64)
+        place[order] = np.arange(len(order)) - starts[rows[order]]  # rank within the user
+        ok = (place >= k) & (X[:, 3] > 1.0 / (1.0 + self.new_pool)) & (X[:, 11] != 0.0)
+        eligible = order[ok[order]]  # in the ranker's order, which breaks content's ties
+        er = rows[eligible]
+        ranked = eligible[best_first_by_row(er, X[eligible, 15])]
+        er = rows[ranked]
+        first = np.searchsorted(er, np.arange(len(starts)))
+        keep = np.arange(len(ranked)) - first[er] < self.new_slots.max_slots
+        ranked, er = ranked[keep].tolist(), er[keep]
+        bounds = np.searchsorted(er, np.arange(len(starts))).tolist()
+        return [ranked[bounds[r]:bounds[r + 1]] for r in range(len(starts) - 1)]
+
+    def _with_new_items(self, user: str, top: list[int], picks: list[int], idx: list[int],
                         k: int) -> list[int]:
         """The user's top ``k`` candidates (positions in the batch arrays), some of the last
-        places maybe given to new items that match their content profile."""
-        rest = ranked[k:]
-        # Among the user's new_pool freshest candidates, with a content opinion, outside the top.
-        new = rest[(X[rest, 3] > 1.0 / (1.0 + self.new_pool)) & (X[rest, 11] != 0.0)]
-        picks = new[np.argsort(-X[new, 15], kind="stable")][: self.new_slots.max_slots]
-        top = ranked[:k]
-        item_of = dict(zip(idx[top].tolist(), top.tolist()))
-        item_of.update(zip(idx[picks].tolist(), picks.tolist()))
-        chosen = self.new_slots.choose(user, idx[top].tolist(), idx[picks].tolist(), k)
+        places maybe given to their ``picks`` (:meth:`_new_item_picks`)."""
+        item_of = {idx[i]: i for i in top}
+        item_of.update((idx[i], i) for i in picks)
+        chosen = self.new_slots.choose(user, [idx[i] for i in top], [idx[i] for i in picks], k)
         return [item_of[j] for j in chosen]
