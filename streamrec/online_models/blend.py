@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -68,8 +68,11 @@ RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "cont
                 "student": 13}
 
 
-@dataclass(slots=True, frozen=True)
-class Recommendation:
+class Recommendation(NamedTuple):
+    """One recommended item: its id, the ranker's score and the sources that proposed it. (A
+    named tuple: lists build a few hundred per batch, and a frozen dataclass is 3x slower to
+    create.)"""
+
     item_id: str
     score: float
     sources: tuple[str, ...]
@@ -159,12 +162,8 @@ class Blend:
     def shared_scores(self, now: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Scores of the user-independent sources (popularity, freshness) at ``now`` and their
         order, best first: computed once per batch, each user's top items are a walk down it."""
-        out = {}
-        for name, s in self.sources.items():
-            if name in ("popularity", "fresh"):
-                v = s.score_all(None, now)
-                out[name] = (v, np.argsort(-v, kind="stable"))
-        return out
+        return {name: s.ranked_all(now) for name, s in self.sources.items()
+                if name in ("popularity", "fresh")}
 
     def _proposals(self, users: Sequence[str], banned: np.ndarray, now: float,
                    shared: dict[str, tuple[np.ndarray, np.ndarray]]):
@@ -412,51 +411,59 @@ class Blend:
         X = self._features(users, rows, idx, starts, values, now)
         p = self.ranker.score_many(X)
         order = best_first_by_row(rows, p)
-        labels = self._labels
-        ids = self.catalog.ids
-        idx_l, p_l, bits_l = idx.tolist(), p.tolist(), bits.tolist()
-        order_l = order.tolist()
-        picks = self._new_item_picks(rows, order, starts, X, k) \
+        place = np.empty(len(order), np.int64)
+        place[order] = np.arange(len(order)) - starts[rows[order]]  # rank within the user
+        # Python objects only for what a list can show: each user's top k and new-item picks.
+        top = order[place[order] < k]
+        top_bounds = np.searchsorted(rows[top], np.arange(U + 1)).tolist()
+        picks = self._new_item_picks(rows, order, place, X, k, U) \
             if self.new_slots is not None else None
+        shown = top if picks is None else np.concatenate([top, picks[0]])
+        shown_l, cat_l = shown.tolist(), idx[shown].tolist()
+        item_l = [self.catalog.ids[j] for j in cat_l]
+        score_l = p[shown].tolist()
+        label_l = [self._labels[b] for b in bits[shown].tolist()]
+        rec = dict(zip(shown_l, map(Recommendation, item_l, score_l, label_l)))
+        cat = dict(zip(shown_l, cat_l))
         X32 = X.astype(np.float32)  # what offers keep: one conversion, copied per user
+        starts_l = starts.tolist()
         out = []
         for r, user in enumerate(users):
-            a, b = int(starts[r]), int(starts[r + 1])
+            a, b = starts_l[r], starts_l[r + 1]
             if a == b:
                 out.append([])
                 continue
             # Copies, not views: a view would keep the whole batch's arrays alive.
             self._remember_offer(user, idx[a:b].copy(), X32[a:b].copy())
-            top = order_l[a:min(b, a + k)]
+            chosen = shown_l[top_bounds[r]:top_bounds[r + 1]]
             if picks is not None:
-                top = self._with_new_items(user, top, picks[r], idx_l, k)
-            out.append([Recommendation(ids[idx_l[i]], p_l[i], labels[bits_l[i]])
-                        for i in top])
+                chosen = self._with_new_items(user, chosen, picks[1][r], cat, k)
+            out.append([rec[i] for i in chosen])
         return out
 
-    def _new_item_picks(self, rows: np.ndarray, order: np.ndarray, starts: np.ndarray,
-                        X: np.ndarray, k: int) -> list[list[int]]:
+    def _new_item_picks(self, rows: np.ndarray, order: np.ndarray, place: np.ndarray,
+                        X: np.ndarray, k: int, U: int
+                        ) -> tuple[np.ndarray, list[list[int]]]:
         """Each user's best new items by content (positions in the batch arrays, best first, at
         most ``new_slots.max_slots``): among their ``new_pool`` freshest candidates with a
-        content opinion, outside the ranker's top ``k``. One sort for the whole batch."""
-        place = np.empty(len(order), np.int64)
-        place[order] = np.arange(len(order)) - starts[rows[order]]  # rank within the user
+        content opinion, outside the ranker's top ``k`` (``place``: rank within the user). One
+        sort for the whole batch. Returns them as one array and per user."""
         ok = (place >= k) & (X[:, 3] > 1.0 / (1.0 + self.new_pool)) & (X[:, 11] != 0.0)
         eligible = order[ok[order]]  # in the ranker's order, which breaks content's ties
-        er = rows[eligible]
-        ranked = eligible[best_first_by_row(er, X[eligible, 15])]
+        ranked = eligible[best_first_by_row(rows[eligible], X[eligible, 15])]
         er = rows[ranked]
-        first = np.searchsorted(er, np.arange(len(starts)))
-        keep = np.arange(len(ranked)) - first[er] < self.new_slots.max_slots
-        ranked, er = ranked[keep].tolist(), er[keep]
-        bounds = np.searchsorted(er, np.arange(len(starts))).tolist()
-        return [ranked[bounds[r]:bounds[r + 1]] for r in range(len(starts) - 1)]
+        first = np.searchsorted(er, np.arange(U))
+        ranked = ranked[np.arange(len(ranked)) - first[er] < self.new_slots.max_slots]
+        bounds = np.searchsorted(rows[ranked], np.arange(U + 1)).tolist()
+        ranked_l = ranked.tolist()
+        return ranked, [ranked_l[bounds[r]:bounds[r + 1]] for r in range(U)]
 
-    def _with_new_items(self, user: str, top: list[int], picks: list[int], idx: list[int],
-                        k: int) -> list[int]:
+    def _with_new_items(self, user: str, top: list[int], picks: list[int],
+                        cat: dict[int, int], k: int) -> list[int]:
         """The user's top ``k`` candidates (positions in the batch arrays), some of the last
-        places maybe given to their ``picks`` (:meth:`_new_item_picks`)."""
-        item_of = {idx[i]: i for i in top}
-        item_of.update((idx[i], i) for i in picks)
-        chosen = self.new_slots.choose(user, [idx[i] for i in top], [idx[i] for i in picks], k)
+        places maybe given to their ``picks`` (:meth:`_new_item_picks`); ``cat``: the
+        catalogue index at each position."""
+        item_of = {cat[i]: i for i in top}
+        item_of.update((cat[i], i) for i in picks)
+        chosen = self.new_slots.choose(user, [cat[i] for i in top], [cat[i] for i in picks], k)
         return [item_of[j] for j in chosen]

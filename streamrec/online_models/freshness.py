@@ -29,6 +29,8 @@ class Freshness(CandidateSource):
         self.catalog = catalog if catalog is not None else Catalog()
         self.half_life_s = half_life_s
         self.max_age_s = max_age_s
+        #: Catalogue indices newest first (ties by index), for the first ``len`` items.
+        self._by_time = np.empty(0, np.int64)
 
     def add(self, item: str, ts: float) -> None:
         self.catalog.add(item, ts)
@@ -41,3 +43,17 @@ class Freshness(CandidateSource):
         s = 2.0 ** (-age / self.half_life_s)
         s[age > self.max_age_s] = 0.0
         return s
+
+    def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and their order, best first, without sorting the catalogue every batch: the
+        order by first-seen time (newest first, ties by index) changes only when an item
+        enters, since an item's time is set once. Items that appeared at or after ``now`` all
+        score 1 and lead, in index order; the order of items too old to score is irrelevant."""
+        fs = self.catalog.first_seen
+        if len(self._by_time) != len(fs):
+            self._by_time = np.argsort(-fs, kind="stable")
+        order = self._by_time
+        ahead = int(np.searchsorted(-fs[order], -now, side="right"))  # first_seen >= now
+        if ahead > 1:
+            order = np.concatenate([np.sort(order[:ahead]), order[ahead:]])
+        return self.score_all(None, now), order

@@ -50,6 +50,9 @@ class ISGD(CandidateSource):
         self.view_weight = view_weight
         self._rng = np.random.default_rng(seed)
         self.item_factors = np.zeros((0, n_factors), dtype=np.float64)
+        #: A float32 copy of ``item_factors`` for scoring, kept row by row (converting the whole
+        #: matrix every batch cost more than the product itself).
+        self._factors32 = np.zeros((0, n_factors), dtype=np.float32)
         self.user_factors: dict[str, np.ndarray] = {}
         self._initialised = 0
         #: Items whose vectors changed since the journal was last drained (``None``: not kept).
@@ -57,9 +60,11 @@ class ISGD(CandidateSource):
 
     def _init_items(self, n: int) -> None:
         self.item_factors = grow_rows(self.item_factors, n)
+        self._factors32 = grow_rows(self._factors32, n)
         if n > self._initialised:
             self.item_factors[self._initialised:n] = self._rng.normal(
                 0.0, 0.1, (n - self._initialised, self.n_factors))
+            self._factors32[self._initialised:n] = self.item_factors[self._initialised:n]
             self._initialised = n
 
     def user_vector(self, user: str) -> np.ndarray:
@@ -80,6 +85,7 @@ class ISGD(CandidateSource):
         p_new = p * keep + step * q
         q *= keep  # in place: q is a view of the row
         q += step * p
+        self._factors32[j] = q
         self.user_factors[user] = p_new
         if self.journal is not None:
             self.journal.add(item)
@@ -88,6 +94,7 @@ class ISGD(CandidateSource):
         j = self.catalog.add(item, ts)
         self._init_items(j + 1)
         self.item_factors[j] = vector
+        self._factors32[j] = self.item_factors[j]
 
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
@@ -101,7 +108,7 @@ class ISGD(CandidateSource):
             else:
                 P[r] = p
         # float32: ranking needs no more, and the users x catalogue matrix is half the size.
-        S = P @ self.item_factors[:n].astype(np.float32).T
+        S = P @ self._factors32[:n].T
         S[unknown] = -np.inf
         return S
 

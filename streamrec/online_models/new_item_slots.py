@@ -43,8 +43,9 @@ class NewItemSlots:
         #: Decayed points per slot (1-based slot r at index r - 1).
         self.gain = np.zeros(max_slots)
         self.size = 0
-        #: user -> {item: +r (pick r) or -r (tail item r)} of their latest list.
-        self._roles: OrderedDict[str, dict[int, int]] = OrderedDict()
+        #: user -> (picks, tail) of their latest list: item at index r - 1 of picks is pick r
+        #: (role +r), of tail tail item r (role -r).
+        self._roles: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
         #: (user, item) -> role, for items viewed now and maybe clicked later.
         self._viewed: OrderedDict[tuple[str, int], int] = OrderedDict()
 
@@ -55,10 +56,8 @@ class NewItemSlots:
         top = list(ranked[:k])
         picks = list(picks[: self.max_slots])
         tail = top[::-1][: self.max_slots]
-        roles = {j: r + 1 for r, j in enumerate(picks)}
-        roles.update({j: -(r + 1) for r, j in enumerate(tail)})
         self._roles.pop(user, None)
-        self._roles[user] = roles
+        self._roles[user] = (picks, tail)  # roles are looked up when the user acts
         if len(self._roles) > self.max_users:
             self._roles.popitem(last=False)
         n = min(self.size, len(picks), len(top))
@@ -68,9 +67,13 @@ class NewItemSlots:
         """A view or click of ``item`` by ``user``, before the next list is chosen."""
         role = self._viewed.pop((user, item), None) if clicked else None
         if role is None:
-            role = self._roles.get(user, {}).get(item)
-        if role is None:
-            return
+            picks, tail = self._roles.get(user, ((), ()))
+            if item in picks:
+                role = picks.index(item) + 1
+            elif item in tail:
+                role = -(tail.index(item) + 1)
+            else:
+                return
         if not clicked:  # a view: judged if it turns into a click
             self._viewed[(user, item)] = role
             if len(self._viewed) > self.max_users:
