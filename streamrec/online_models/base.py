@@ -30,6 +30,19 @@ def top_k(scores: np.ndarray, k: int, exclude: Iterable[int] = (), floor: float 
     return part[np.argsort(-s[part], kind="stable")]
 
 
+def head_by_score(scores: np.ndarray, h: int) -> np.ndarray:
+    """The ``h`` highest-scoring indices, best first, ties in index order: the head of
+    ``np.argsort(-scores, kind="stable")`` without sorting the rest (ties at the cut aside).
+
+    >>> head_by_score(np.array([0.5, 0.9, 0.5, 0.1]), 3).tolist()
+    [1, 0, 2]
+    """
+    if h >= len(scores):
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, h - 1)[:h]
+    return part[np.lexsort((part, -scores[part]))]
+
+
 class CandidateSource:
     """Base class: subclasses set ``name`` and implement ``learn_one`` and ``score_all``.
 
@@ -55,11 +68,11 @@ class CandidateSource:
     def score_all(self, user: str, now: float) -> np.ndarray:
         raise NotImplementedError
 
-    def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """For a user-independent source: ``score_all(None, now)`` and the catalogue's order by
-        it, best first (ties in catalogue order). Sources whose order changes rarely cache it."""
-        v = self.score_all(None, now)
-        return v, np.argsort(-v, kind="stable")
+    def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """For a user-independent source: ``score_all(None, now)`` and, if the source keeps
+        one cheaply, the catalogue's order by it, best first (ties in catalogue order); None
+        lets the caller select just the head it needs (:func:`head_by_score`)."""
+        return self.score_all(None, now), None
 
     def score_many(self, users: Sequence[str], now: float) -> np.ndarray:
         """``score_all`` for several users at once (users x catalogue); sources override it

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamrec.online_models.base import CandidateSource
+from streamrec.online_models.base import CandidateSource, head_by_score
 from streamrec.online_models.catalog import Catalog
 from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
@@ -159,14 +159,15 @@ class Blend:
 
     # ---- features -------------------------------------------------------------------------
 
-    def shared_scores(self, now: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Scores of the user-independent sources (popularity, freshness) at ``now`` and their
-        order, best first: computed once per batch, each user's top items are a walk down it."""
+    def shared_scores(self, now: float) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Scores of the user-independent sources (popularity, freshness) at ``now`` and, where
+        the source keeps it, their order: computed once per batch, each user's top items are a
+        walk down the head of that order."""
         return {name: s.ranked_all(now) for name, s in self.sources.items()
                 if name in ("popularity", "fresh")}
 
     def _proposals(self, users: Sequence[str], banned: np.ndarray, now: float,
-                   shared: dict[str, tuple[np.ndarray, np.ndarray]]):
+                   shared: dict[str, tuple[np.ndarray, np.ndarray | None]]):
         """Each source's top ``per_source`` allowed items for every user, as flat arrays of
         (user row, item, source column), and each source's users x catalogue scores."""
         U, n = banned.shape
@@ -179,7 +180,8 @@ class Blend:
             if name in shared:
                 v, order = shared[name]
                 values[name] = np.broadcast_to(v, (U, n))
-                head = order[: min(n, P + int(banned.sum(axis=1).max()))]
+                h = min(n, P + int(banned.sum(axis=1).max()))
+                head = order[:h] if order is not None else head_by_score(v, h)
                 ok = ~banned[:, head] & (v[head] > src.floor)
                 ok &= np.cumsum(ok, axis=1) <= P
                 r, c = np.nonzero(ok)
