@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 
+from streamrec.online_models.base import head_by_score
 from streamrec.online_models.blend import Blend
 from streamrec.content.index import EmbeddingIndex
 from streamrec.online_models.catalog import Catalog
 from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
+from streamrec.online_models.freshness import Freshness
 from streamrec.online_models.isgd import ISGD
 from streamrec.online_models.popularity import EPOCH_HALF_LIVES, DecayedPopularity
 from streamrec.online_models.river_mf import RiverBiasedMF
@@ -147,3 +149,27 @@ def test_content_similarity_ignores_a_direction_every_item_shares():
     assert (shifted.search(vectors[7] + offset, k=50) == order).all()
     raw = (vectors + offset) @ (vectors[7] + offset) / np.linalg.norm(vectors + offset, axis=1)
     assert (np.argsort(-raw) != order[0]).any()  # what the raw cosine would have ranked
+
+
+def test_shortcuts_to_the_shared_sources_order_match_a_full_stable_sort():
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random(500), 2)  # many ties
+    scores[rng.choice(500, 100, replace=False)] = 0.0
+    full = np.argsort(-scores, kind="stable")
+    for h in (1, 25, 137, 500):
+        head = head_by_score(scores, h)
+        # Equal up to ties at the cut, where any tied item may fill the last places.
+        cut = scores[full[h - 1]]
+        assert (scores[head] == scores[full[:h]]).all()
+        assert (head[scores[head] > cut] == full[:h][scores[full[:h]] > cut]).all()
+    cat = Catalog()
+    fresh = Freshness(cat, half_life_s=60.0, max_age_s=600.0)
+    for j, ts in enumerate(rng.choice([0.0, 50.0, 100.0, 300.0, 1000.0, 1200.0], 200)):
+        fresh.add(f"item{j}", float(ts))
+    for now in (100.0, 1000.0, 5000.0):
+        v, order = fresh.ranked_all(now)
+        expected = np.argsort(-v, kind="stable")
+        scored = v[expected] > 0  # the order of items too old to score does not matter
+        assert (order[: scored.sum()] == expected[scored]).all()
+    fresh.add("late", 2000.0)  # a new item: the cached order is rebuilt
+    assert cat.ids[fresh.ranked_all(1500.0)[1][0]] == "late"

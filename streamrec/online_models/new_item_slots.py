@@ -43,8 +43,8 @@ class NewItemSlots:
         #: Decayed points per slot (1-based slot r at index r - 1).
         self.gain = np.zeros(max_slots)
         self.size = 0
-        #: user -> (picks, tail) of their latest list: item at index r - 1 of picks is pick r
-        #: (role +r), of tail tail item r (role -r).
+        #: user -> (picks, tail) of their latest list: pick r (role +r) is ``picks[r - 1]``,
+        #: tail item r (role -r) is ``tail[r - 1]``.
         self._roles: OrderedDict[str, tuple[list[int], list[int]]] = OrderedDict()
         #: (user, item) -> role, for items viewed now and maybe clicked later.
         self._viewed: OrderedDict[tuple[str, int], int] = OrderedDict()
