@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/ranking.py
 	$(PY) benchmarks/uploads.py
 	$(PY) benchmarks/student.py
 
