@@ -98,7 +98,8 @@ class EmbeddingIndex:
         queries with the first ``n`` centred rows; rows without a vector score ``-inf``."""
         self._grow(n)
         # Catalogue rows on the left: the product streams the (large) matrix in its memory
-        # order, 20-40% faster here than queries @ centred.T (measured, 2,600 x 128).
+        # order: ~20% faster here than queries @ centred.T, copy included (measured with 7 and
+        # 32 queries against 2,600 x 128).
         S = np.ascontiguousarray((self.centred[:n] @ np.asarray(queries, np.float32).T).T)
         # One broadcast add rather than a column-wise fancy assignment (3x faster).
         S += self._missing[:n]
