@@ -20,6 +20,8 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Create the topics, build the app and run it until interrupted (blocks)."""
     from faust.worker import Worker
 
+    from streamrec.heap import freeze_startup_objects, observe_pauses
+    from streamrec.streams import metrics
     from streamrec.streams.app import create_app
     from streamrec.streams.topics import ensure_topics
 
@@ -28,4 +30,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     app = create_app(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    Worker(app, loglevel=loglevel, loop=loop, quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel=loglevel, loop=loop, quiet=True)
+    freeze_startup_objects()  # see streamrec/heap.py: full collections skip these from now on
+    observe_pauses(metrics.GC_PAUSE_SECONDS)
+    worker.execute_from_commandline()

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from streamrec.online_models.base import head_by_score
+import torch
+
+from streamrec.online_models.base import head_by_score, smallest_per_row
 from streamrec.online_models.blend import Blend
 from streamrec.content.index import EmbeddingIndex
 from streamrec.online_models.catalog import Catalog
@@ -149,6 +151,25 @@ def test_content_similarity_ignores_a_direction_every_item_shares():
     assert (shifted.search(vectors[7] + offset, k=50) == order).all()
     raw = (vectors + offset) @ (vectors[7] + offset) / np.linalg.norm(vectors + offset, axis=1)
     assert (np.argsort(-raw) != order[0]).any()  # what the raw cosine would have ranked
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_rows_smallest_match_a_partition_whichever_library_selects(threads):
+    rng = np.random.default_rng(5)
+    a = rng.permutation(40 * 2600).reshape(40, 2600).astype(np.float32)  # no ties
+    a[:, rng.choice(2600, 300, replace=False)] = np.inf  # banned items
+    a[3] = np.inf  # a user with every item banned: any k columns will do
+    was = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one thread: torch.topk; more: numpy (see the function)
+    try:
+        for k in (1, 25, 2600):
+            got = smallest_per_row(a, k)
+            assert got.shape == (40, k)
+            expected = np.sort(np.partition(a, k - 1, axis=1)[:, :k], axis=1)
+            assert (np.sort(np.take_along_axis(a, got, axis=1), axis=1) == expected).all()
+            assert all(len(set(row)) == k for row in got.tolist())
+    finally:
+        torch.set_num_threads(was)
 
 
 def test_shortcuts_to_the_shared_sources_order_match_a_full_stable_sort():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from streamrec.online_models.catalog import Catalog
 
@@ -41,6 +42,24 @@ def head_by_score(scores: np.ndarray, h: int) -> np.ndarray:
         return np.argsort(-scores, kind="stable")
     part = np.argpartition(-scores, h - 1)[:h]
     return part[np.lexsort((part, -scores[part]))]
+
+
+def smallest_per_row(a: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's ``k`` smallest values, in no particular order (ties at the
+    cut broken either way): ``np.argpartition(a, k - 1, axis=1)[:, :k]``, through
+    ``torch.topk``, which selects 2.5-5x faster than numpy's introselect on float32 rows of a
+    few thousand columns (measured on one core, 30-100 rows of 2,600; ``benchmarks/ranking.py``).
+
+    >>> sorted(smallest_per_row(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]]), 2)[0].tolist())
+    [1, 2]
+    """
+    if k >= a.shape[1]:
+        return np.broadcast_to(np.arange(a.shape[1]), a.shape)
+    if torch.get_num_threads() > 1:
+        # Between numpy calls, torch's idle OpenMP threads made each call 10x slower on 2
+        # cores (measured): the worker runs torch on one thread (streamrec/cli.py).
+        return np.argpartition(a, k - 1, axis=1)[:, :k]
+    return torch.topk(torch.from_numpy(a), k, dim=1, largest=False, sorted=False).indices.numpy()
 
 
 class CandidateSource:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from streamrec.online_models.base import CandidateSource, head_by_score
+from streamrec.online_models.base import CandidateSource, head_by_score, smallest_per_row
 from streamrec.online_models.catalog import Catalog
 from streamrec.online_models.content import ContentSource
 from streamrec.online_models.covisitation import CoVisitation
@@ -194,8 +194,7 @@ class Blend:
                 # ordinary magnitudes (decayed to now), so float32 neither overflows nor ties.
                 neg = np.negative(S, dtype=np.float32)
                 np.putmask(neg, banned, np.inf)
-                top = np.argpartition(neg, P - 1, axis=1)[:, :P] if P < n else \
-                    np.broadcast_to(np.arange(n), (U, n))
+                top = smallest_per_row(neg, P)
                 r = np.repeat(np.arange(U), top.shape[1])
                 t = top.ravel()
                 keep = ~banned[r, t] & (S[r, t] > src.floor)
@@ -225,8 +224,7 @@ class Blend:
         where[cold] = np.arange(len(cold))
         mine = where[t] >= 0
         sub[r[mine], where[t[mine]]] = np.inf  # proposed already
-        top = np.argpartition(sub, P - 1, axis=1)[:, :P] if P < len(cold) else \
-            np.broadcast_to(np.arange(len(cold)), (U, len(cold)))
+        top = smallest_per_row(sub, P)
         r = np.repeat(np.arange(U), top.shape[1])
         t = top.ravel()
         keep = np.isfinite(sub[r, t])
