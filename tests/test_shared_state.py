@@ -77,3 +77,25 @@ async def test_guarded_increments_apply_only_if_their_offsets_did_not_land(redis
     no_guard = orjson.dumps([f"{p}:offsets", {}])
     assert await redis_client.eval(APPLY_INCREMENTS, 0, 100, groups, no_guard) == 1
     assert float(await redis_client.hget(f"{p}:pop:0", "tea")) == 3.0
+
+
+async def test_co_visitation_pairs_land_both_ways_as_the_local_lists_hold_them(redis_client):
+    state = SharedState(redis_client, Blend(seed=0), prefix=uid("pairs"))
+    learn(state, EVENTS)
+    await state.write_back({"views:0": 4}, {"events": 5})
+    co, ids = state.co, state.blend.catalog.ids
+    assert co.neighbours
+    for j, nb in co.neighbours.items():
+        idx, w = nb.arrays()
+        stored = await redis_client.zrange(f"{state.p}:co:{ids[j]}", 0, -1, withscores=True)
+        assert {m.decode(): round(s, 9) for m, s in stored} == \
+            {ids[i]: round(x, 9) for i, x in zip(idx.tolist(), w.tolist())}
+
+
+async def test_pairs_beyond_twice_the_cap_are_trimmed_to_the_strongest(redis_client):
+    p = uid("trim")
+    pairs = [x for b, w in zip("bcdef", (5.0, 1.0, 4.0, 2.0, 3.0)) for x in ("a", b, w)]
+    await redis_client.eval(APPLY_INCREMENTS, 0, 2, orjson.dumps([["p", f"{p}:co:", pairs]]))
+    kept = await redis_client.zrevrange(f"{p}:co:a", 0, -1, withscores=True)
+    assert kept == [(b"b", 5.0), (b"d", 4.0)]  # 5 neighbours > 2 x 2: the 2 strongest stay
+    assert await redis_client.zrange(f"{p}:co:c", 0, -1, withscores=True) == [(b"a", 1.0)]

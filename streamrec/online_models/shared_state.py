@@ -47,7 +47,11 @@ MAX_SEEN = 2000
 #: commands per event for co-visitation); the increments travel as one JSON argument because
 #: redis-py packs each argument in Python. Zsets are trimmed to their strongest ``ARGV[1]``
 #: members once they hold twice as many, so neighbour lists stay bounded in Redis too.
-#: ARGV[2]: [[kind "z"|"h", key, [member1, delta1, member2, delta2, ...]], ...].
+#: ARGV[2]: [[kind "z"|"h", key, [member1, delta1, member2, delta2, ...]], ...], or for
+#: co-visitation [kind "p", key prefix, [a1, b1, w1, a2, b2, w2, ...]]: ``prefix..a`` gains
+#: ``b`` by ``w`` and ``prefix..b`` gains ``a``, each pair turned both ways here (on Redis's
+#: core) rather than in the worker (measured: grouping the pairs by item in Python was 5% of
+#: the event loop's time while a backlog drained).
 #: ARGV[3], optional, a guard for a resend whose first try failed without an answer:
 #: [offsets key, {partition: offset}]; the offsets were in the same transaction as the
 #: increments, so if they are all there the increments are too, and nothing is applied.
@@ -61,17 +65,31 @@ if ARGV[3] then
   end
   if landed then return 0 end
 end
-for _, group in ipairs(cjson.decode(ARGV[2])) do
-  local kind, key, pairs = group[1], group[2], group[3]
-  for i = 1, #pairs, 2 do
-    if kind == "z" then
-      redis.call("ZINCRBY", key, pairs[i + 1], pairs[i])
-    else
-      redis.call("HINCRBYFLOAT", key, pairs[i], pairs[i + 1])
-    end
-  end
-  if kind == "z" and redis.call("ZCARD", key) > 2 * cap then
+local function trim(key)
+  if redis.call("ZCARD", key) > 2 * cap then
     redis.call("ZREMRANGEBYRANK", key, 0, -(cap + 1))
+  end
+end
+for _, group in ipairs(cjson.decode(ARGV[2])) do
+  local kind, key, values = group[1], group[2], group[3]
+  if kind == "p" then
+    local touched = {}
+    for i = 1, #values, 3 do
+      local a, b, w = values[i], values[i + 1], values[i + 2]
+      redis.call("ZINCRBY", key .. a, w, b)
+      redis.call("ZINCRBY", key .. b, w, a)
+      touched[a], touched[b] = true, true
+    end
+    for item in pairs(touched) do trim(key .. item) end
+  else
+    for i = 1, #values, 2 do
+      if kind == "z" then
+        redis.call("ZINCRBY", key, values[i + 1], values[i])
+      else
+        redis.call("HINCRBYFLOAT", key, values[i], values[i + 1])
+      end
+    end
+    if kind == "z" then trim(key) end
   end
 end
 return 1
@@ -276,11 +294,8 @@ class SharedState:
                            [x for item, (_, e) in journal.items() for x in (item, e)]])
         if self.co is not None and self.co.journal:
             pipe.set(f"{self.p}:co-epoch", repr(self.co.epoch))
-            by_item: dict[str, list] = {}
-            for (a, b), w in self.co.journal.items():
-                by_item.setdefault(a, []).extend((b, w))
-                by_item.setdefault(b, []).extend((a, w))
-            groups += [["z", f"{self.p}:co:{item}", pairs] for item, pairs in by_item.items()]
+            groups.append(["p", f"{self.p}:co:",
+                           [x for (a, b), w in self.co.journal.items() for x in (a, b, w)]])
             self.co.journal.clear()
         groups_json = orjson.dumps(groups) if groups else None
         if groups_json is not None:
