@@ -2,11 +2,11 @@
 
 A worker holds ~300k long-lived objects before its first event (the modules of torch, Faust,
 aiokafka, river), and every full (generation 2) collection walks them all: 176-242 ms per
-collection on this 2-core machine, several times a minute while a backlog drains, each one
-a pause that every list waiting behind it inherits (measured: p99 at 1,000 events/s). Moved
-to the permanent generation once start-up is done, they are never walked again; full
-collections then cover what the worker built since (11-36 ms, same measurement). What is
-frozen is never freed, which is right for modules and wrong for little else at that point.
+collection on this 2-core machine, a few times a minute while a backlog drains, each one a
+pause that every list waiting behind it inherits (p99 latency at 1,000 events/s). Moved to the
+permanent generation once start-up is done, they are never walked again, and full collections
+cover only what the worker built since (11-36 ms in the same run). Frozen objects are never
+freed: right for modules, and little else is alive at that point.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import torch
 
 from streamrec.online_models.base import head_by_score, smallest_per_row
