@@ -47,8 +47,8 @@ MAX_SEEN = 2000
 #: commands per event for co-visitation); the increments travel as one JSON argument because
 #: redis-py packs each argument in Python. Zsets are trimmed to their strongest ``ARGV[1]``
 #: members once they hold twice as many, so neighbour lists stay bounded in Redis too.
-#: ARGV[2]: [[kind "z"|"h", key, [member1, delta1, member2, delta2, ...]], ...], or for
-#: co-visitation [kind "p", key prefix, [a1, b1, w1, a2, b2, w2, ...]]: ``prefix..a`` gains
+#: ARGV[2]: groups of increments, each either ["h", hash key, [field1, delta1, ...]] or, for
+#: co-visitation, ["p", key prefix, [a1, b1, w1, a2, b2, w2, ...]]: zset ``prefix..a`` gains
 #: ``b`` by ``w`` and ``prefix..b`` gains ``a``, each pair turned both ways here (on Redis's
 #: core) rather than in the worker (measured: grouping the pairs by item in Python was 5% of
 #: the event loop's time while a backlog drained).
@@ -65,11 +65,6 @@ if ARGV[3] then
   end
   if landed then return 0 end
 end
-local function trim(key)
-  if redis.call("ZCARD", key) > 2 * cap then
-    redis.call("ZREMRANGEBYRANK", key, 0, -(cap + 1))
-  end
-end
 for _, group in ipairs(cjson.decode(ARGV[2])) do
   local kind, key, values = group[1], group[2], group[3]
   if kind == "p" then
@@ -80,16 +75,15 @@ for _, group in ipairs(cjson.decode(ARGV[2])) do
       redis.call("ZINCRBY", key .. b, w, a)
       touched[a], touched[b] = true, true
     end
-    for item in pairs(touched) do trim(key .. item) end
-  else
-    for i = 1, #values, 2 do
-      if kind == "z" then
-        redis.call("ZINCRBY", key, values[i + 1], values[i])
-      else
-        redis.call("HINCRBYFLOAT", key, values[i], values[i + 1])
+    for item in pairs(touched) do
+      if redis.call("ZCARD", key .. item) > 2 * cap then
+        redis.call("ZREMRANGEBYRANK", key .. item, 0, -(cap + 1))
       end
     end
-    if kind == "z" then trim(key) end
+  else
+    for i = 1, #values, 2 do
+      redis.call("HINCRBYFLOAT", key, values[i], values[i + 1])
+    end
   end
 end
 return 1
