@@ -23,6 +23,7 @@ from streamrec.online_models.shared_state import SharedState
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.snapshots.store import SnapshotStore
 from streamrec.streams import metrics, topics
+from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ def create_app(settings: Settings) -> App:
         producer_linger_ms=5,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # Records merged by timestamp across partitions and topics, not round-robin: a
+        # session's views and clicks then share a micro-batch (streams/scheduling.py).
+        ConsumerScheduler=EventTimeScheduling,
     )
     redis = aioredis.from_url(settings.redis)
 

@@ -24,7 +24,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
 from streamrec.streams.eager import start_eagerly
-from streamrec.streams.scheduling import EventTimeScheduling
 
 FETCH_MAX_WAIT_MS = 20
 
@@ -54,9 +53,6 @@ class _Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         deliver: Callable[[Any], Coroutine] = self.callback
         self.callback = lambda message: _Delivery(deliver(message))
-        # Records merged by timestamp across partitions and topics, not round-robin: a
-        # session's views and clicks then share a micro-batch (streams/scheduling.py).
-        self.scheduler = EventTimeScheduling(self)
 
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
