@@ -38,7 +38,7 @@ class EventTimeScheduling(SchedulingStrategyT):
     [('views', 10), ('clicks', 15), ('views', 20), ('views', 30), ('clicks', 40)]
     """
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # Faust's base declares it abstract; there is no state
         pass
 
     def iterate(self, records: Mapping[TP, list]) -> Iterator[tuple[TP, Any]]:
