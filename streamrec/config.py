@@ -22,8 +22,10 @@ class Settings:
     app_id: str = field(default_factory=lambda: _env("APP_ID", "streamrec"))
     partitions: int = field(default_factory=lambda: int(_env("PARTITIONS", "4")))
     replication: int = field(default_factory=lambda: int(_env("REPLICATION", "1")))
+    #: The most events in one micro-batch (streams/batching.py).
     batch_size: int = field(default_factory=lambda: int(_env("BATCH_SIZE", "500")))
-    batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0.01")))
+    #: How long a micro-batch that has taken every queued event waits for more (0: not at all).
+    batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
     #: Seconds between pulls of other workers' item-side updates from Redis.
     refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))

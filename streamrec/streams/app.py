@@ -23,6 +23,7 @@ from streamrec.online_models.shared_state import SharedState
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.snapshots.store import SnapshotStore
 from streamrec.streams import metrics, topics
+from streamrec.streams.batching import micro_batches
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
 
@@ -113,20 +114,20 @@ def create_app(settings: Settings) -> App:
 
     @app.agent(topic(topics.VIEWS, topics.CLICKS), name="interactions")
     async def interactions(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
             await ensure_started()
             await process(app.producer, engine.interactions, events, "interactions")
             await engine.state.refresh()
 
     @app.agent(topic(topics.UPLOADS), name="uploads")
     async def uploads(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
             await ensure_started()
             await process(app.producer, engine.uploads, events, "uploads")
 
     @app.agent(topic(topics.REC_REQUESTS), name="rec_requests")
     async def rec_requests(stream):
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
             await ensure_started()
             await process(app.producer, engine.requests, events, "rec-requests")
 
