@@ -26,9 +26,13 @@ from faust.types import EventT, StreamT
 async def micro_batches(stream: StreamT, max_size: int,
                         linger_s: float = 0.0) -> AsyncIterator[list[EventT]]:
     """Batches of the events of ``stream``: all that are queued when the intake runs dry, at
-    most ``max_size``. With ``linger_s`` > 0 a batch that ran dry waits up to that long,
-    from its first event, for more. Events are acknowledged (their offsets may be committed)
-    only once the batch's consumer asks for the next one, as with ``take_events``.
+    most ``max_size``. With ``linger_s`` > 0 a batch that ran dry first waits until
+    ``linger_s`` after its first event and takes what has queued meanwhile.
+
+    A batch's events are acknowledged (their offsets may be committed) when the consumer of
+    the batches asks for the next one. Unlike ``take_events``, which acks in a ``finally``,
+    a batch whose consumer stops or fails before asking is not acknowledged, so a restarted
+    worker processes it again (at least once).
     """
     if max_size < 1:
         raise ValueError(f"max_size must be at least 1, got {max_size}")
