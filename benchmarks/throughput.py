@@ -10,7 +10,8 @@ per read and write). events/s = backlog / time from first to last event processe
 each worker's counters in Redis. Then the pipeline worker gets a paced stream at 1,000 events/s
 (the same world going on: sessions and one new upload, with its image, per 50 interactions;
 generated before the clock starts) and the latency of its lists (event produced -> list
-published) is reported.
+published) is reported; then once more by a worker without the content path (no encoder
+process, no content source).
 
 The backlog's uploads (text and a rendered image each) are encoded once, before any worker
 starts, and their embeddings put in each worker group's cache, so the drains measure the
@@ -63,7 +64,8 @@ EMBEDDINGS: dict = {}
 
 
 async def drain_rate(rt, engine: str, total: int, max_s: float, log,
-                     round_: int | str = 0) -> tuple[dict, object]:
+                     round_: int | str = 0, env: dict[str, str] | None = None
+                     ) -> tuple[dict, object]:
     """Start a worker of ``engine`` on the backlog; events/s until it has processed ``total``
     (or ``max_s`` seconds passed). Returns the figures and the still-running worker."""
     app_id = f"bench-{engine}-{round_}"
@@ -73,7 +75,7 @@ async def drain_rate(rt, engine: str, total: int, max_s: float, log,
             list(EMBEDDINGS), np.stack(list(EMBEDDINGS.values())))
         await r.aclose()
     proc = start_worker(rt, partitions=4, engine=engine, app_id=app_id,
-                        extra_env=WORKER_ENV)
+                        extra_env={**WORKER_ENV, **(env or {})})
     r = aioredis.from_url(rt.redis)
     try:
         await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
@@ -164,6 +166,17 @@ async def main(args) -> dict:
         log(f"pipeline at 1,000 events/s: p50 {lat['p50_ms']} ms, "
             f"p99 {lat['p99_ms']} ms over {lat['lists']} lists")
         proc.stop()
+        # The same without the content path (the encoder process and the content source):
+        # encoding the stream's 20 image uploads/s takes about half a core of the two, and
+        # its CPU shows in the lists' tail even at the encoder's low priority. Run second, on
+        # a broker holding the first run's events too, so the comparison does not favour it.
+        _, proc = await drain_rate(rt, "pipeline", len(backlog) + lat["events"],
+                                   args.max_seconds, log, "latency-no-content",
+                                   env={"STREAMREC_CONTENT": "0"})
+        lat_nc = await paced_latency(rt, world, 1000.0, args.latency_seconds)
+        log(f"pipeline without the content path at 1,000 events/s: p50 {lat_nc['p50_ms']} ms, "
+            f"p99 {lat_nc['p99_ms']} ms over {lat_nc['lists']} lists")
+        proc.stop()
     p, n, c = (float(np.median([r["events_per_s"] for r in results[k]]))
                for k in ("pipeline", "naive", "passthrough"))
     ratios = [a["events_per_s"] / b["events_per_s"]
@@ -177,6 +190,8 @@ async def main(args) -> dict:
         "pipeline_vs_passthrough_by_round": [round(r, 3) for r in ratios],
         "p50_ms_at_1000_eps": lat["p50_ms"],
         "p99_ms_at_1000_eps": lat["p99_ms"],
+        "p50_ms_at_1000_eps_without_content": lat_nc["p50_ms"],
+        "p99_ms_at_1000_eps_without_content": lat_nc["p99_ms"],
         "events": len(backlog),
         "rounds": args.rounds,
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
