@@ -33,6 +33,7 @@ import os
 import platform
 import sys
 import time
+import timeit
 from pathlib import Path
 
 import numpy as np
@@ -136,8 +137,16 @@ async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 2)}
 
 
+def cpu_probe_ms() -> float:
+    """Milliseconds for a fixed piece of Python (best of 7): this shared machine's speed
+    moves by up to 1.7x through a day, so each run records the phase it ran in."""
+    return round(min(timeit.repeat("sum(range(200_000))", number=20, repeat=7)) / 20 * 1e3, 2)
+
+
 async def main(args) -> dict:
     log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+    probe_start = cpu_probe_ms()
+    log(f"CPU probe: {probe_start} ms per fixed loop (lower is faster; repeated at the end)")
     world = World(WorldConfig(n_users=args.users, n_items=args.items, seed=1))
     backlog = list(itertools.islice(world.events(time.time() - 3600), args.events))
     with EmbeddedRuntime(run_dir=Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}") as rt:
@@ -177,6 +186,8 @@ async def main(args) -> dict:
         log(f"pipeline without the content path at 1,000 events/s: p50 {lat_nc['p50_ms']} ms, "
             f"p99 {lat_nc['p99_ms']} ms over {lat_nc['lists']} lists")
         proc.stop()
+    probe_end = cpu_probe_ms()
+    log(f"CPU probe at the end: {probe_end} ms")
     p, n, c = (float(np.median([r["events_per_s"] for r in results[k]]))
                for k in ("pipeline", "naive", "passthrough"))
     ratios = [a["events_per_s"] / b["events_per_s"]
@@ -194,6 +205,7 @@ async def main(args) -> dict:
         "p99_ms_at_1000_eps_without_content": lat_nc["p99_ms"],
         "events": len(backlog),
         "rounds": args.rounds,
+        "cpu_probe_ms": [probe_start, probe_end],
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "runs": results,
     }
