@@ -138,8 +138,8 @@ async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
 
 
 def cpu_probe_ms() -> float:
-    """Milliseconds for a fixed piece of Python (best of 7): this shared machine's speed
-    moves by up to 1.7x through a day, so each run records the phase it ran in."""
+    """Milliseconds for a fixed piece of Python (best of 7), so that each run records how fast
+    the machine was: the shared 2-core machine of the README's figures moved by 1.7x in a day."""
     return round(min(timeit.repeat("sum(range(200_000))", number=20, repeat=7)) / 20 * 1e3, 2)
 
 
