@@ -33,6 +33,10 @@ _MEAN = np.float32(0.5)
 #: item on this CPU, their activations no longer fitting in cache).
 CHUNK = 8
 _STD = np.float32(0.5)
+#: The text encoder's matrix products in bfloat16 where the CPU computes it natively (AVX-512
+#: BF16, AMX): 13 -> 9.5-10 ms per upload on one core here, cosine to float32 0.99998
+#: (measured on the synthetic world's texts); elsewhere emulated bfloat16 would be slower.
+TEXT_BF16 = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _in_chunks(encode, items: Sequence) -> np.ndarray:
@@ -79,8 +83,8 @@ class TextEncoder:
         enc = self.tokenizer.encode_batch(list(texts))
         ids = torch.tensor([e.ids for e in enc])
         mask = torch.tensor([e.attention_mask for e in enc])
-        with torch.inference_mode():
-            return self.model(ids, mask).numpy().astype(np.float32, copy=False)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=TEXT_BF16):
+            return self.model(ids, mask).float().numpy()
 
 
 class ImageEncoder:
