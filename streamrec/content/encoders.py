@@ -38,7 +38,9 @@ _STD = np.float32(0.5)
 #: The text encoder's matrix products in bfloat16 where the CPU computes it natively (AVX-512
 #: BF16, AMX): 13 -> 9.5-10 ms per upload on one core here, cosine to float32 0.99998
 #: (measured on the synthetic world's texts); elsewhere emulated bfloat16 would be slower.
-TEXT_BF16 = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+#: (Private torch probes, so looked up defensively across the supported torch versions.)
+TEXT_BF16 = any(getattr(torch.cpu, probe, lambda: False)()
+                for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def _in_chunks(encode, items: Sequence) -> np.ndarray:
