@@ -137,6 +137,20 @@ async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 2)}
 
 
+async def caught_up_then_paced(rt, world, backlog: int, args, log, label: str,
+                               env: dict[str, str] | None = None) -> dict:
+    """A pipeline worker drains the ``backlog`` events on the broker, then gets 1,000 events/s
+    for ``args.latency_seconds``; the latency figures of its lists."""
+    _, proc = await drain_rate(rt, "pipeline", backlog, args.max_seconds, log, label, env)
+    try:
+        lat = await paced_latency(rt, world, 1000.0, args.latency_seconds)
+    finally:
+        proc.stop()
+    log(f"pipeline{' (' + label + ')' if env else ''} at 1,000 events/s: p50 {lat['p50_ms']} ms, "
+        f"p99 {lat['p99_ms']} ms over {lat['lists']} lists")
+    return lat
+
+
 def cpu_probe_ms() -> float:
     """Milliseconds for a fixed piece of Python (best of 7), so that each run records how fast
     the machine was: the shared 2-core machine of the README's figures moved by 1.7x in a day."""
@@ -169,23 +183,13 @@ async def main(args) -> dict:
         results["naive"] = [res]
         proc.stop()
         # Last, so that its new uploads are not in the other workers' backlog.
-        _, proc = await drain_rate(rt, "pipeline", len(backlog), args.max_seconds, log,
-                                   "latency")
-        lat = await paced_latency(rt, world, 1000.0, args.latency_seconds)
-        log(f"pipeline at 1,000 events/s: p50 {lat['p50_ms']} ms, "
-            f"p99 {lat['p99_ms']} ms over {lat['lists']} lists")
-        proc.stop()
+        lat = await caught_up_then_paced(rt, world, len(backlog), args, log, "latency")
         # The same without the content path (the encoder process and the content source):
         # encoding the stream's 20 image uploads/s takes about half a core of the two, and
         # its CPU shows in the lists' tail even at the encoder's low priority. Run second, on
         # a broker holding the first run's events too, so the comparison does not favour it.
-        _, proc = await drain_rate(rt, "pipeline", len(backlog) + lat["events"],
-                                   args.max_seconds, log, "latency-no-content",
-                                   env={"STREAMREC_CONTENT": "0"})
-        lat_nc = await paced_latency(rt, world, 1000.0, args.latency_seconds)
-        log(f"pipeline without the content path at 1,000 events/s: p50 {lat_nc['p50_ms']} ms, "
-            f"p99 {lat_nc['p99_ms']} ms over {lat_nc['lists']} lists")
-        proc.stop()
+        lat_nc = await caught_up_then_paced(rt, world, len(backlog) + lat["events"], args, log,
+                                            "latency-no-content", {"STREAMREC_CONTENT": "0"})
     probe_end = cpu_probe_ms()
     log(f"CPU probe at the end: {probe_end} ms")
     p, n, c = (float(np.median([r["events_per_s"] for r in results[k]]))
