@@ -99,3 +99,32 @@ async def test_pairs_beyond_twice_the_cap_are_trimmed_to_the_strongest(redis_cli
     kept = await redis_client.zrevrange(f"{p}:co:a", 0, -1, withscores=True)
     assert kept == [(b"b", 5.0), (b"d", 4.0)]  # 5 neighbours > 2 x 2: the 2 strongest stay
     assert await redis_client.zrange(f"{p}:co:c", 0, -1, withscores=True) == [(b"a", 1.0)]
+
+
+async def commands_sent(r: aioredis.Redis) -> int:
+    """Commands redis-server has processed so far (the INFO call itself included)."""
+    return int((await r.info("stats"))["total_commands_processed"])
+
+
+async def test_applied_offsets_are_read_once_per_assignment_and_advanced_locally(redis_client):
+    prefix = uid("offsets")
+    other = SharedState(redis_client, Blend(seed=0), prefix=prefix)
+    state = SharedState(redis_client, Blend(seed=0), prefix=prefix)
+    await other.write_back({"views:0": 10}, {})
+    learn(state, EVENTS[:1])
+    await state.write_back({}, {})
+    assert await state.before_batch(["ann"], ["views:0", "clicks:1"]) == {"views:0": 10}
+
+    # Known users, offsets and neighbour lists: the batch does not wait for Redis at all.
+    before = await commands_sent(redis_client)
+    assert await state.before_batch(["ann"], ["views:0", "clicks:1"]) == {"views:0": 10}
+    assert await commands_sent(redis_client) == before + 1  # only the INFO above
+    await state.write_back({"clicks:1": 3}, {})  # its own progress counts at once
+    assert await state.before_batch(["ann"], ["views:0", "clicks:1"]) == {"views:0": 10,
+                                                                         "clicks:1": 3}
+
+    # After a rebalance another worker may have moved a partition on: read again.
+    await other.write_back({"views:0": 20}, {})
+    assert (await state.before_batch(["ann"], ["views:0"]))["views:0"] == 10
+    state.forget_owned_state()
+    assert (await state.before_batch(["ann"], ["views:0"]))["views:0"] == 20

@@ -120,6 +120,10 @@ class SharedState:
         self.counts.journal = {}
         self.loaded_users: set[str] = set()
         self.touched_users: set[str] = set()
+        #: Applied offset of each partition ("topic:partition") as far as this worker knows:
+        #: read from Redis once per assignment, then advanced by its own write-backs.
+        self._applied: dict[str, int] = {}
+        self._applied_read: set[str] = set()
         #: What a failed write-back held, resent with the next one: offsets, and increments
         #: (JSON) with the offsets that guard them.
         self._unwritten_offsets: dict[str, int] = {}
@@ -132,9 +136,11 @@ class SharedState:
 
     # ---- users ---------------------------------------------------------------------------
 
-    def forget_users(self) -> None:
-        """Drop local user copies (after a rebalance another worker may have moved them on)."""
+    def forget_owned_state(self) -> None:
+        """After a rebalance: drop the local user copies and applied offsets, which another
+        worker may have moved on while this one did not own their partitions."""
         self.loaded_users.clear()
+        self._applied_read.clear()
 
     def _user_state(self, user: str) -> bytes:
         b, ids = self.blend, self.blend.catalog.ids
@@ -181,26 +187,31 @@ class SharedState:
 
     async def before_batch(self, users: Iterable[str], partitions: Iterable[str]) -> dict[str, int]:
         """Load users not held locally and stale neighbour lists; return applied offsets of
-        ``partitions`` ("topic:partition"). One round trip."""
+        ``partitions`` ("topic:partition"). At most one round trip, none once this worker holds
+        all of it: in steady state a batch goes straight to learning (the read waited for Redis
+        1-8 ms at 1,000 events/s on 2 busy cores)."""
         missing = [u for u in set(users) if u not in self.loaded_users]
         parts = list(partitions)
+        unread = [p for p in parts if p not in self._applied_read]
         stale = self._stale_neighbour_lists(users)
+        # The epoch scales neighbour lists being loaded: needed only when some are.
+        with_epoch = self.co is not None and bool(missing or stale)
         pipe = self.r.pipeline(transaction=False)
         if missing:
             pipe.mget([f"{self.p}:user:{u}" for u in missing])
         for j in stale:
             pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
                            self.co.max_neighbours - 1, withscores=True)
-        if parts:
-            pipe.hmget(f"{self.p}:offsets", parts)
-        if self.co is not None:
+        if unread:
+            pipe.hmget(f"{self.p}:offsets", unread)
+        if with_epoch:
             pipe.get(f"{self.p}:co-epoch")
-        res = await pipe.execute() if (missing or stale or parts or self.co is not None) else []
+        res = await pipe.execute() if (missing or stale or unread or with_epoch) else []
         if missing:
             for u, raw in zip(missing, res.pop(0)):
                 self._apply_user(u, raw)
                 self.loaded_users.add(u)
-        co_epoch = res[-1] if self.co is not None else None
+        co_epoch = res[-1] if with_epoch else None
         self._apply_neighbour_lists(stale, res, co_epoch)
         # Users just reloaded (after a restart or rebalance) bring recent items of their own.
         late = self._stale_neighbour_lists(missing)  # the lists loaded above are fresh now
@@ -210,12 +221,12 @@ class SharedState:
                 pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
                                self.co.max_neighbours - 1, withscores=True)
             self._apply_neighbour_lists(late, await pipe.execute(), co_epoch)
-        offsets = {}
-        if parts:
-            for part, off in zip(parts, res[len(stale)]):
+        if unread:
+            for part, off in zip(unread, res[len(stale)]):
                 if off is not None:
-                    offsets[part] = int(off)
-        return offsets
+                    self._applied[part] = max(int(off), self._applied.get(part, -1))
+            self._applied_read.update(unread)
+        return {p: self._applied[p] for p in parts if p in self._applied}
 
     def _stale_neighbour_lists(self, users: Iterable[str]) -> list[int]:
         if self.co is None:
@@ -262,6 +273,8 @@ class SharedState:
         rebuild it. Whether the failed transaction landed is unknown, so its increments go
         with a guard on its offsets (see ``APPLY_INCREMENTS``): applied once either way."""
         pipe = self.r.pipeline(transaction=True)
+        for part, off in offsets.items():  # learned locally, whether or not this write lands
+            self._applied[part] = max(off, self._applied.get(part, -1))
         offsets = dict(offsets)
         for part, off in self._unwritten_offsets.items():
             offsets[part] = max(off, offsets.get(part, -1))

@@ -82,9 +82,9 @@ def create_app(settings: Settings) -> App:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs):
-        # Users may have moved on elsewhere while this worker did not own them.
+        # Users and partitions may have moved on elsewhere while this worker did not own them.
         if engine is not None:
-            engine.state.forget_users()
+            engine.state.forget_owned_state()
         await redis.hset(f"{settings.app_id}:workers", worker_id(), orjson.dumps({
             "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
             "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
