@@ -34,7 +34,7 @@ async def snapshot(r: aioredis.Redis, prefix: str) -> dict:
         kind = (await r.type(key)).decode()
         if kind == "zset":
             out[name] = {m: round(s, 9) for m, s in await r.zrange(key, 0, -1, withscores=True)}
-        elif kind == "hash" and not name.endswith(":stats"):  # counters differ by design
+        elif kind == "hash":
             out[name] = {k: round(float(v), 9) if ":pop:" in name else v
                          for k, v in (await r.hgetall(key)).items()}
         elif kind == "string":  # user states, the co-visitation epoch

@@ -270,8 +270,9 @@ class SharedState:
 
         If the write fails (Redis unreachable), it is resent with the next one: the batch's
         retry does not learn its events again (the local copy has them), so it could not
-        rebuild it. Whether the failed transaction landed is unknown, so its increments go
-        with a guard on its offsets (see ``APPLY_INCREMENTS``): applied once either way."""
+        rebuild it. Whether the failed transaction landed is unknown, so its increments (the
+        batch's counters too) go with a guard on its offsets (see ``APPLY_INCREMENTS``):
+        applied once either way."""
         pipe = self.r.pipeline(transaction=True)
         for part, off in offsets.items():  # learned locally, whether or not this write lands
             self._applied[part] = max(off, self._applied.get(part, -1))
@@ -322,18 +323,22 @@ class SharedState:
             pipe.mset({f"{self.p}:user:{u}": self._user_state(u) for u in users})
         if offsets:
             pipe.hset(f"{self.p}:offsets", mapping=offsets)
-        for name, n in stats.items():
-            if n:
-                pipe.hincrby(f"{self.p}:stats", name, n)
+        counters = {name: n for name, n in stats.items() if n}
+        for name, n in counters.items():
+            pipe.hincrby(f"{self.p}:stats", name, n)
         if groups_json is not None:
             in_doubt.append((groups_json, offsets))
-        return self._execute(pipe, in_doubt, vectors, users, offsets)
+        return self._execute(pipe, in_doubt, vectors, users, offsets, counters)
 
     async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
-                       offsets: dict[str, int]) -> list:
+                       offsets: dict[str, int], counters: dict[str, int]) -> list:
         try:
             return await pipe.execute()
         except BaseException:
+            if counters:  # increments too: resent with the same guard, counted once
+                in_doubt.append((orjson.dumps([["h", f"{self.p}:stats",
+                                                [x for kv in counters.items() for x in kv]]]),
+                                 offsets))
             # Resent, guarded, with the next write (a new failure keeps them for the one after).
             self._in_doubt = in_doubt + self._in_doubt
             if self.mf is not None:
