@@ -12,23 +12,58 @@ buffer. That builds four tasks and an ``asyncio.wait`` per message: 23 us with u
 (measured), a sixth of what the pass-through worker spends per event. Deliveries nearly always
 finish without waiting, so :class:`_Consumer` runs each one eagerly and falls back to Faust's
 path, with the rest of the delivery, only when it suspends.
+
+Faust runs its aiokafka consumer in a thread with its own event loop, and every fetch, commit
+and seek crosses between the loops through a method queue. On two cores that thread competes
+with the worker's loop for the GIL while the loop ranks, and each hand-over waits for the
+other loop's turn. :class:`_InLoopConsumerThread` runs the same service as tasks of the
+worker's loop instead (aiokafka is asyncio-native; the thread bought nothing but isolation
+from a blocked loop, which our agents never block for long). Paced at 1,000 events/s, each on a
+fresh runtime: p99 50-65 ms in-loop against 58-91 ms threaded; throughput unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
+from mode.utils.futures import maybe_async
 
 from streamrec.streams.eager import start_eagerly
 
 FETCH_MAX_WAIT_MS = 20
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+class _InLoopConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer "thread", run as tasks of the worker's own event loop.
+
+    mode's ``ServiceThread`` starts ``_serve`` in a new thread and forwards calls to it;
+    here ``_serve`` is a task of the parent loop and calls are plain awaits. Stopping works
+    unchanged: mode's thread-safe hand-offs (``call_soon_threadsafe``) work within one loop.
+    """
+
+    def __init__(self, consumer: Any, *, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(consumer, loop=loop, thread_loop=loop, **kwargs)
+
+    async def start(self) -> None:
+        self._thread_started.set()
+        self._thread_running = self.parent_loop.create_future()
+        self._serving = self.parent_loop.create_task(self._serve())
+        try:
+            await self._thread_running
+        finally:
+            self._thread_running = None
+
+    async def call_thread(self, fun: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await maybe_async(fun(*args, **kwargs))
+
+    async def _gather_remaining_tasks(self) -> None:
+        pass  # the loop is the worker's: its tasks are not ours to cancel
+
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
@@ -55,7 +90,7 @@ class _Consumer(faust_aiokafka.Consumer):
         self.callback = lambda message: _Delivery(deliver(message))
 
     def _new_consumer_thread(self):
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return _InLoopConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def wait_first(self, *coros: Awaitable | Any, timeout: Any = None) -> WaitResults:
         first = coros[0] if coros else None
