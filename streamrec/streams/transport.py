@@ -52,6 +52,7 @@ class _InLoopConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def start(self) -> None:
         self._thread_started.set()
         self._thread_running = self.parent_loop.create_future()
+        # Held: the loop keeps only a weak reference to a task.
         self._serving = self.parent_loop.create_task(self._serve())
         try:
             await self._thread_running
