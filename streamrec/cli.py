@@ -55,7 +55,9 @@ def worker(
     kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
     redis: Optional[str] = typer.Option(None, help="Redis URL \\[env STREAMREC_REDIS]"),
     embedded: bool = typer.Option(False, help="Start an embedded broker and redis-server"),
-    engine: str = typer.Option("pipeline", help="pipeline, or a benchmark baseline: naive, passthrough"),
+    engine: Optional[str] = typer.Option(
+        None, help="pipeline (default), or a benchmark baseline: naive, passthrough "
+                   "\\[env STREAMREC_ENGINE]"),
     partitions: Optional[int] = typer.Option(None, help="Partitions per topic \\[env STREAMREC_PARTITIONS]"),
     web_port: int = typer.Option(0, help="Port of the worker's web server (/metrics); 0 picks one"),
     loglevel: str = typer.Option("warning", help="Faust log level"),
@@ -64,7 +66,7 @@ def worker(
     from streamrec.worker import run_worker
 
     s = _settings(kafka, redis, partitions)
-    s.engine = engine
+    s.engine = engine or s.engine
     s.web_port = web_port or s.web_port
     rt = None
     if embedded:

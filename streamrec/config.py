@@ -26,6 +26,8 @@ class Settings:
     batch_size: int = field(default_factory=lambda: int(_env("BATCH_SIZE", "500")))
     #: How long a micro-batch that has taken every queued event waits for more (0: not at all).
     batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0")))
+    #: The same for uploads: waiting lets the encoder take several per model call.
+    upload_within_s: float = field(default_factory=lambda: float(_env("UPLOAD_WITHIN_S", "0")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
     #: Seconds between pulls of other workers' item-side updates from Redis.
     refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))

@@ -43,3 +43,20 @@ def test_makefile_has_the_two_commands_and_ci_calls_make_test():
     make = (ROOT / "Makefile").read_text()
     assert "\ndemo:" in make and "\ntest:" in make
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_documents_every_setting(monkeypatch):
+    import dataclasses
+
+    from streamrec.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):readme.index("## Running against real")]
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    missing = [f"STREAMREC_{f.upper()}" for f in fields if f"`STREAMREC_{f.upper()}`" not in section]
+    assert not missing, f"settings missing from the README's Configuration table: {missing}"
+    # ... and each is read from the variable of its own name.
+    monkeypatch.setenv("STREAMREC_UPLOAD_WITHIN_S", "0.3")
+    monkeypatch.setenv("STREAMREC_ENGINE", "passthrough")
+    s = Settings()
+    assert (s.upload_within_s, s.engine) == (0.3, "passthrough")

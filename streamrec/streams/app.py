@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> App:
 
     @app.agent(topic(topics.UPLOADS), name="uploads")
     async def uploads(stream):
-        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
+        async for events in micro_batches(stream, settings.batch_size, settings.upload_within_s):
             await ensure_started()
             await process(app.producer, engine.uploads, events, "uploads")
 
