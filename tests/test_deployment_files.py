@@ -45,18 +45,22 @@ def test_makefile_has_the_two_commands_and_ci_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_the_readme_documents_every_setting(monkeypatch):
+def test_the_readme_documents_every_setting_and_each_is_read_from_its_variable(monkeypatch):
     import dataclasses
 
     from streamrec.config import Settings
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Configuration"):readme.index("## Running against real")]
-    fields = [f.name for f in dataclasses.fields(Settings)]
-    missing = [f"STREAMREC_{f.upper()}" for f in fields if f"`STREAMREC_{f.upper()}`" not in section]
+    fields = dataclasses.fields(Settings)
+    missing = [f"STREAMREC_{f.name.upper()}" for f in fields
+               if f"`STREAMREC_{f.name.upper()}`" not in section]
     assert not missing, f"settings missing from the README's Configuration table: {missing}"
-    # ... and each is read from the variable of its own name.
-    monkeypatch.setenv("STREAMREC_UPLOAD_WITHIN_S", "0.3")
-    monkeypatch.setenv("STREAMREC_ENGINE", "passthrough")
+    # Values unlike every default, one per type, set through the documented names.
+    given = {"str": ("x-set", "x-set"), "int": ("7", 7), "float": ("0.3", 0.3),
+             "bool": ("0", False)}
+    for f in fields:
+        monkeypatch.setenv(f"STREAMREC_{f.name.upper()}", given[f.type][0])
     s = Settings()
-    assert (s.upload_within_s, s.engine) == (0.3, "passthrough")
+    for f in fields:
+        assert getattr(s, f.name) == given[f.type][1], f.name
