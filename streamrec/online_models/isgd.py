@@ -75,7 +75,8 @@ class ISGD(CandidateSource):
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
-        self._init_items(j + 1)
+        if j >= self._initialised:  # checked here: a call per event cost 1 us
+            self._init_items(j + 1)
         p = self.user_vector(user)
         q = self.item_factors[j]
         lr = self.learning_rate * (1.0 if clicked else self.view_weight)
