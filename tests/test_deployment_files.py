@@ -22,6 +22,9 @@ def test_compose_file_runs_kafka_kraft_redis_worker_and_simulator():
         for dep in svc["depends_on"]:
             assert dep in services
     assert services["worker"]["environment"]["STREAMREC_REDIS"].startswith("redis://redis:")
+    # As the embedded runtime starts Redis: neighbour lists as skip lists (REDIS_MODEL_SETTINGS).
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[redis_cmd.index("--zset-max-listpack-entries") + 1] == "0"
     # The trainer and the workers share the folder large snapshots are written to.
     for name in ("worker", "trainer"):
         env, volumes = services[name]["environment"], services[name]["volumes"]

@@ -92,6 +92,14 @@ async def test_co_visitation_pairs_land_both_ways_as_the_local_lists_hold_them(r
             {ids[i]: round(x, 9) for i, x in zip(idx.tolist(), w.tolist())}
 
 
+async def test_the_embedded_redis_keeps_neighbour_lists_as_skip_lists(redis_client):
+    # The compact encoding made each ZINCRBY 2.5x dearer (benchmarks/redis_writeback.py).
+    state = SharedState(redis_client, Blend(seed=0), prefix=uid("encoding"))
+    learn(state, EVENTS)
+    await state.write_back({"views:0": 4}, {"events": 5})
+    assert await redis_client.object("encoding", f"{state.p}:co:tea") == b"skiplist"
+
+
 async def test_pairs_beyond_twice_the_cap_are_trimmed_to_the_strongest(redis_client):
     p = uid("trim")
     pairs = [x for b, w in zip("bcdef", (5.0, 1.0, 4.0, 2.0, 3.0)) for x in ("a", b, w)]
