@@ -59,9 +59,9 @@ def free_port() -> int:
 
 #: Redis settings for the model state (see ``online_models.shared_state``): co-visitation
 #: neighbour lists are zsets of up to 200 members gaining 2,000-3,000 ZINCRBYs per 500 events.
-#: In the compact encoding each increment scans and rewrites the list (4.6 us per ZINCRBY
-#: here); always skip lists make it 1.8 us and the write-back's Lua call 1.46x shorter, for
-#: 2.4x the memory (``benchmarks/redis_writeback.py``).
+#: In the compact encoding each increment scans and rewrites the list (ZINCRBY 5.9 us here);
+#: always skip lists make it 2.6 us and the write-back's Lua call ~1.47x shorter, for 2.4x the
+#: memory (``benchmarks/redis_writeback.py``).
 REDIS_MODEL_SETTINGS = ["--zset-max-ziplist-entries", "0"]
 
 

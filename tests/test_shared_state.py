@@ -93,7 +93,7 @@ async def test_co_visitation_pairs_land_both_ways_as_the_local_lists_hold_them(r
 
 
 async def test_the_embedded_redis_keeps_neighbour_lists_as_skip_lists(redis_client):
-    # The compact encoding made each ZINCRBY 2.5x dearer (benchmarks/redis_writeback.py).
+    # The compact encoding made each ZINCRBY ~2.3x dearer (benchmarks/redis_writeback.py).
     state = SharedState(redis_client, Blend(seed=0), prefix=uid("encoding"))
     learn(state, EVENTS)
     await state.write_back({"views:0": 4}, {"events": 5})
