@@ -28,6 +28,9 @@ class Settings:
     batch_within_s: float = field(default_factory=lambda: float(_env("BATCH_WITHIN_S", "0")))
     #: The same for uploads: waiting lets the encoder take several per model call.
     upload_within_s: float = field(default_factory=lambda: float(_env("UPLOAD_WITHIN_S", "0")))
+    #: How long the broker may hold a worker's fetch (streams/transport.py): the embedded
+    #: Tansu sleeps it out, so short; a Kafka broker answers when records come, so any works.
+    fetch_max_wait_ms: int = field(default_factory=lambda: int(_env("FETCH_MAX_WAIT_MS", "10")))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
     #: Seconds between pulls of other workers' item-side updates from Redis.
     refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))

@@ -1,5 +1,6 @@
 """Our Faust transport on the real broker: the consumer runs on the worker's own event loop
-(no consumer thread), delivers every record to the agent, commits, and stops cleanly."""
+(no consumer thread) with the app's fetch wait, delivers every record to the agent, commits,
+and stops cleanly."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def test_the_consumer_runs_on_the_workers_loop_and_commits(runtime, tmp_path: Pa
         app = App("transport-probe", broker=f"kafka://{runtime.kafka}", store="memory://",
                   web_enabled=False, datadir=str(tmp_path),
                   consumer_auto_offset_reset="earliest", broker_commit_interval=0.2)
+        app.fetch_max_wait_ms = 7
         topic = app.topic(TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw",
                           value_serializer="raw")
         seen: list[bytes] = []
@@ -48,6 +50,7 @@ def test_the_consumer_runs_on_the_workers_loop_and_commits(runtime, tmp_path: Pa
 
         threads_before = {t.ident for t in threading.enumerate()}
         await app.start()
+        fetch_wait = app.consumer._thread._consumer._fetch_max_wait_ms
         try:
             producer = AIOKafkaProducer(bootstrap_servers=runtime.kafka)
             await producer.start()
@@ -67,10 +70,11 @@ def test_the_consumer_runs_on_the_workers_loop_and_commits(runtime, tmp_path: Pa
                 committed = await committed_total(runtime.kafka, "transport-probe")
         finally:
             await app.stop()
-        return seen, committed, agent_threads, new_threads
+        return seen, committed, agent_threads, new_threads, fetch_wait
 
-    seen, committed, agent_threads, new_threads = asyncio.run(scenario())
+    seen, committed, agent_threads, new_threads, fetch_wait = asyncio.run(scenario())
     assert sorted(int(v) for v in seen) == list(range(N))
     assert committed == N
     assert agent_threads == {threading.get_ident()}
     assert new_threads == set()
+    assert fetch_wait == 7

@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> App:
         # session's views and clicks then share a micro-batch (streams/scheduling.py).
         ConsumerScheduler=EventTimeScheduling,
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     redis = aioredis.from_url(settings.redis)
 
     def topic(*names: str):

@@ -5,8 +5,14 @@ fetch as soon as ``fetch_min_bytes`` arrive, but the embedded Tansu broker reads
 once and then sleeps out the rest of the wait (tansu-broker ``fetch.rs``), so a record that
 lands meanwhile waits for a later fetch. That put ~450 ms on every recommendation (p50 388 ms
 at 1500 ms); with a plain consumer at 1,000 events/s, produce -> consume took p50 55 / 33 / 13
-ms at 200 / 100 / 20 ms waits. A short wait costs an idle worker a few more empty fetches per
-second; 10 and 5 ms did not lower the pipeline's paced p99 further (measured, alternating).
+ms at 200 / 100 / 20 ms waits. The wait is ``App.fetch_max_wait_ms`` (the worker sets it from
+``STREAMREC_FETCH_MAX_WAIT_MS``, default 10): paced at 1,000 events/s, six alternating pairs on
+fresh runtimes (two with the driver lingering 2 ms, not 5) gave p99 median 37 ms (32.7-40.5) at
+10 ms against 41 ms (34.6-56.6) at 20, and p50 lower in five of six; 5 ms was no better than 20
+(p99 50.0 and 41.6 ms in the first two rounds). A short wait costs an idle worker more empty
+fetches: 6.7-7.1% of a core for the worker and 14.0-14.3% for Tansu at 10 ms, against 4.1-4.3%
+and 12.3-12.6% at 20 (sampled over 20 s, two each). It buys nothing on a Kafka broker, which
+answers as soon as records arrive: raise it there.
 
 Faust hands each fetched message to the streams with ``wait_first(deliver(message),
 suspend_flow.wait())``, so that a rebalance can interrupt a delivery blocked on a full
@@ -37,9 +43,6 @@ from mode.utils.futures import maybe_async
 
 from streamrec.streams.eager import start_eagerly
 
-FETCH_MAX_WAIT_MS = 20
-
-
 class _InLoopConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer "thread", run as tasks of the worker's own event loop.
 
@@ -69,7 +72,7 @@ class _InLoopConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     def _create_worker_consumer(self, transport):
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms  # read when it starts
         return consumer
 
 
@@ -124,6 +127,9 @@ class Transport(faust_aiokafka.Transport):
 
 class App(faust.App):
     """A Faust app whose consumer uses :class:`Transport`."""
+
+    #: The worker consumer's fetch wait: how long Tansu sleeps on a fetch (module docstring).
+    fetch_max_wait_ms: int = 10
 
     def _new_transport(self):
         return Transport(self.conf.broker_consumer, self)
