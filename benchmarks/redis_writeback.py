@@ -30,7 +30,8 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.embedded import REDIS_MODEL_SETTINGS, free_port, redis_binary  # noqa: E402
+from streamrec.embedded import (  # noqa: E402
+    REDIS_MODEL_SETTINGS, free_port, redis_binary, redis_ready, wait_ready)
 from streamrec.online_models.blend import Blend  # noqa: E402
 from streamrec.online_models.shared_state import SharedState  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
@@ -43,17 +44,6 @@ async def eval_usec(r: aioredis.Redis) -> float:
     return float((await r.info("commandstats")).get("cmdstat_eval", {}).get("usec", 0.0))
 
 
-async def started(port: int) -> aioredis.Redis:
-    r = aioredis.Redis(port=port)
-    for _ in range(100):
-        try:
-            await r.ping()
-            return r
-        except ConnectionError:
-            await asyncio.sleep(0.05)
-    raise SystemExit(f"redis-server on port {port} did not start")
-
-
 async def run(args) -> dict:
     world = World(WorldConfig(n_users=5000, n_items=2000, seed=1))
     events = list(itertools.islice(world.events(time.time() - 3600), args.events))
@@ -64,7 +54,8 @@ async def run(args) -> dict:
             procs.append(subprocess.Popen(
                 [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", *settings], stdout=subprocess.DEVNULL))
-            r = await started(port)
+            wait_ready("redis-server", procs[-1], lambda: redis_ready(port), 10.0)
+            r = aioredis.Redis(port=port)
             blend = Blend(seed=0)
             sides[name] = {"r": r, "blend": blend, "state": SharedState(r, blend),
                            "lua_ms": [], "applied_ms": []}

@@ -209,6 +209,7 @@ async def main(args) -> dict:
         "p99_ms_at_1000_eps_without_content": lat_nc["p99_ms"],
         "events": len(backlog),
         "rounds": args.rounds,
+        "worker_env": WORKER_ENV,
         "cpu_probe_ms": [probe_start, probe_end],
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}",
         "runs": results,
@@ -236,6 +237,8 @@ if __name__ == "__main__":
     ap.add_argument("--batch-size", type=int, help="STREAMREC_BATCH_SIZE of the workers")
     ap.add_argument("--batch-within", type=float, help="STREAMREC_BATCH_WITHIN_S of the workers")
     ap.add_argument("--refresh-s", type=float, help="STREAMREC_REFRESH_S of the workers")
+    ap.add_argument("--fetch-max-wait-ms", type=int,
+                    help="STREAMREC_FETCH_MAX_WAIT_MS of the workers")
     args = ap.parse_args()
     if args.batch_size:
         WORKER_ENV["STREAMREC_BATCH_SIZE"] = str(args.batch_size)
@@ -243,6 +246,8 @@ if __name__ == "__main__":
         WORKER_ENV["STREAMREC_REFRESH_S"] = str(args.refresh_s)
     if args.batch_within:
         WORKER_ENV["STREAMREC_BATCH_WITHIN_S"] = str(args.batch_within)
+    if args.fetch_max_wait_ms:
+        WORKER_ENV["STREAMREC_FETCH_MAX_WAIT_MS"] = str(args.fetch_max_wait_ms)
     summary = asyncio.run(main(args))
     if args.json:
         print(json.dumps(summary))

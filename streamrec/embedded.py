@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,13 +100,29 @@ def _kafka_ready(port: int) -> bool:
         return False
 
 
-def _redis_ready(port: int) -> bool:
+def redis_ready(port: int) -> bool:
+    """True once redis-server on ``port`` answers PING."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def wait_ready(name: str, proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float,
+               hint: str = "") -> None:
+    """Poll ``ready`` until it holds; :class:`RuntimeStartError` if ``proc`` exits first or
+    ``timeout_s`` passes (``hint``, e.g. where its log is, ends the message)."""
+    suffix = f"; {hint}" if hint else ""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeStartError(f"{name} exited with code {proc.returncode}{suffix}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise RuntimeStartError(f"{name} not ready after {timeout_s:g}s{suffix}")
 
 
 @dataclass
@@ -132,17 +149,8 @@ class EmbeddedRuntime:
         self.procs.append(proc)
         return proc
 
-    def _wait(self, name: str, proc: subprocess.Popen, ready) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeStartError(
-                    f"{name} exited with code {proc.returncode}; see {self.run_dir / (name + '.log')}")
-            if ready():
-                return
-            time.sleep(0.05)
-        raise RuntimeStartError(f"{name} not ready after {self.startup_timeout_s:.0f}s; "
-                                f"see {self.run_dir / (name + '.log')}")
+    def _wait(self, name: str, proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
+        wait_ready(name, proc, ready, self.startup_timeout_s, f"see {self.run_dir / (name + '.log')}")
 
     def start(self) -> EmbeddedRuntime:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +166,7 @@ class EmbeddedRuntime:
             broker = self._spawn("broker", [
                 broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                 "--storage-engine", "memory://tansu/"], env={"RUST_LOG": "warn"})
-            self._wait("redis", redis, lambda: _redis_ready(self.redis_port))
+            self._wait("redis", redis, lambda: redis_ready(self.redis_port))
             self._wait("broker", broker, lambda: _kafka_ready(self.kafka_port))
         except BaseException:
             self.stop()
