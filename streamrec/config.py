@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass, field
 
 
+#: The worker consumer's fetch wait unless ``STREAMREC_FETCH_MAX_WAIT_MS`` says otherwise.
+DEFAULT_FETCH_MAX_WAIT_MS = 10
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"STREAMREC_{name}", default)
 
@@ -30,7 +34,8 @@ class Settings:
     upload_within_s: float = field(default_factory=lambda: float(_env("UPLOAD_WITHIN_S", "0")))
     #: How long the broker may hold a worker's fetch (streams/transport.py): the embedded
     #: Tansu sleeps it out, so short; a Kafka broker answers when records come, so any works.
-    fetch_max_wait_ms: int = field(default_factory=lambda: int(_env("FETCH_MAX_WAIT_MS", "10")))
+    fetch_max_wait_ms: int = field(default_factory=lambda: int(
+        _env("FETCH_MAX_WAIT_MS", str(DEFAULT_FETCH_MAX_WAIT_MS))))
     top_k: int = field(default_factory=lambda: int(_env("TOP_K", "10")))
     #: Seconds between pulls of other workers' item-side updates from Redis.
     refresh_s: float = field(default_factory=lambda: float(_env("REFRESH_S", "5")))

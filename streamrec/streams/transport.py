@@ -9,7 +9,7 @@ ms at 200 / 100 / 20 ms waits. The wait is ``App.fetch_max_wait_ms`` (the worker
 ``STREAMREC_FETCH_MAX_WAIT_MS``, default 10): paced at 1,000 events/s, six alternating pairs on
 fresh runtimes (two with the driver lingering 2 ms, not 5) gave p99 median 37 ms (32.7-40.5) at
 10 ms against 41 ms (34.6-56.6) at 20, and p50 lower in five of six; 5 ms was no better than 20
-(p99 50.0 and 41.6 ms in the first two rounds). A short wait costs an idle worker more empty
+(p99 50.0 and 41.6 ms in the first two pairs). A short wait costs an idle worker more empty
 fetches: 6.7-7.1% of a core for the worker and 14.0-14.3% for Tansu at 10 ms, against 4.1-4.3%
 and 12.3-12.6% at 20 (sampled over 20 s, two each). It buys nothing on a Kafka broker, which
 answers as soon as records arrive: raise it there.
@@ -41,6 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 from mode.utils.futures import maybe_async
 
+from streamrec.config import DEFAULT_FETCH_MAX_WAIT_MS
 from streamrec.streams.eager import start_eagerly
 
 #: Longest a worker's consumer waits for records before asking again (see ``_Consumer._getmany``).
@@ -140,7 +141,7 @@ class App(faust.App):
     """A Faust app whose consumer uses :class:`Transport`."""
 
     #: The worker consumer's fetch wait: how long Tansu sleeps on a fetch (module docstring).
-    fetch_max_wait_ms: int = 10
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
 
     def _new_transport(self):
         return Transport(self.conf.broker_consumer, self)
