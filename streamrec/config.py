@@ -47,6 +47,10 @@ class Settings:
     #: Folder that upload images given by reference (``file:NAME``) are read
     #: from; references outside it are refused.
     image_root: str = field(default_factory=lambda: _env("IMAGE_ROOT", "images"))
+    #: Run the engine (models, ranking, write-back) in a child process, so the worker takes
+    #: in the next batch while one is ranked (``0``: in the worker's own event loop).
+    model_process: bool = field(default_factory=lambda: _env("MODEL_PROCESS", "1")
+                                not in ("0", "false"))
     #: Encode upload text and images (``0`` registers items with metadata only).
     content: bool = field(default_factory=lambda: _env("CONTENT", "1") not in ("0", "false"))
     #: Folder for snapshots too large for Redis (shared by the trainer and the workers).

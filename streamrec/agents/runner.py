@@ -80,3 +80,38 @@ async def process(producer, step: Step, events, agent: str) -> Outgoing:
     metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - t0)
     metrics.BATCH_SIZE.labels(agent).observe(len(batch))
     return out
+
+
+async def pipelined(batches, submit: Callable[[Sequence[Incoming]], Awaitable[Outgoing]],
+                    producer, agent: str, depth: int = 2) -> None:
+    """Hand each batch of ``batches`` (a :class:`~streamrec.streams.batching.MicroBatches`) to
+    ``submit``, which starts its work elsewhere, and take in the next while it runs; a second
+    task publishes the results in order and only then acknowledges each batch. At most
+    ``depth`` batches are in flight."""
+    inflight: asyncio.Queue = asyncio.Queue(maxsize=depth)
+
+    async def finish() -> None:
+        while True:
+            events, t0, result = await inflight.get()
+            out = await result
+            await publish(producer, out)
+            metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - t0)
+            metrics.BATCH_SIZE.labels(agent).observe(len(events))
+            await batches.ack(events)
+
+    finisher = asyncio.create_task(finish())
+    try:
+        async for events in batches:
+            item = (events, time.perf_counter(), submit(incoming(events)))
+            if inflight.full():  # wait for room, unless the finisher failed meanwhile
+                put = asyncio.ensure_future(inflight.put(item))
+                await asyncio.wait({put, finisher}, return_when=asyncio.FIRST_COMPLETED)
+                if not put.done():
+                    put.cancel()
+                    finisher.result()  # raises its error
+            else:
+                inflight.put_nowait(item)
+            if finisher.done():
+                finisher.result()
+    finally:
+        finisher.cancel()

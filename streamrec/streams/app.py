@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -14,7 +15,8 @@ from redis.exceptions import RedisError
 
 from streamrec.agents.engine import Engine, PassthroughEngine
 from streamrec.agents.naive import NaivePipeline
-from streamrec.agents.runner import process
+from streamrec.agents.model_process import ModelProcess, ModelProcessError
+from streamrec.agents.runner import pipelined, process
 from streamrec.config import Settings
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.embedded import free_port
@@ -23,7 +25,7 @@ from streamrec.online_models.shared_state import SharedState
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.snapshots.store import SnapshotStore
 from streamrec.streams import metrics, topics
-from streamrec.streams.batching import micro_batches
+from streamrec.streams.batching import MicroBatches, micro_batches
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
 
@@ -34,18 +36,19 @@ def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def build_engine(settings: Settings, redis: aioredis.Redis) -> Engine:
+def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None = None) -> Engine:
+    worker = worker or worker_id()
     blend = Blend()
     content = EncoderProcess(settings.image_root) if settings.content else None
     state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
-                        worker=worker_id(), content_version=content and content.version)
+                        worker=worker, content_version=content and content.version)
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
     student = blend.sources.get("student")
     students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
                              student) if student is not None else None
-    return cls(blend, state, top_k=settings.top_k, worker=worker_id(), content=content,
+    return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
                students=students)
 
 
@@ -81,16 +84,20 @@ def create_app(settings: Settings) -> App:
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
+    engine: Engine | None = None
+    model: ModelProcess | None = None
+
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs):
         # Users and partitions may have moved on elsewhere while this worker did not own them.
         if engine is not None:
             engine.state.forget_owned_state()
+        elif model is not None and starting is not None and starting.done():
+            await model.call("forget")
         await redis.hset(f"{settings.app_id}:workers", worker_id(), orjson.dumps({
             "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
             "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
 
-    engine = None
     if settings.engine == "naive":
         naive = NaivePipeline(redis, settings.app_id, settings.top_k)
 
@@ -101,58 +108,75 @@ def create_app(settings: Settings) -> App:
 
         return app
 
-    engine = build_engine(settings, redis)
-    app.streamrec_engine = engine  # for tests and introspection
+    if settings.model_process:
+        model = ModelProcess(settings, worker_id())
+    else:
+        engine = build_engine(settings, redis)
+        app.streamrec_engine = engine  # for tests and introspection
 
-    started = False
+    starting: asyncio.Future | None = None
 
-    async def ensure_started() -> None:
-        nonlocal started
-        if not started:
+    async def start() -> None:
+        if model is not None:
+            await model.start()
+        else:
             await engine.state.load()
             await engine.check_student()
-            started = True
 
-    @app.agent(topic(topics.VIEWS, topics.CLICKS), name="interactions")
-    async def interactions(stream):
-        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
-            await ensure_started()
-            await process(app.producer, engine.interactions, events, "interactions")
-            await engine.state.refresh()
+    async def ensure_started() -> None:
+        # Once, however many agents ask at the same time.
+        nonlocal starting
+        if starting is None:
+            starting = asyncio.ensure_future(start())
+        await asyncio.shield(starting)
 
-    @app.agent(topic(topics.UPLOADS), name="uploads")
-    async def uploads(stream):
-        async for events in micro_batches(stream, settings.batch_size, settings.upload_within_s):
-            await ensure_started()
-            await process(app.producer, engine.uploads, events, "uploads")
+    def batch_agent(op: str, name: str, size: int, within_s: float, *names: str) -> None:
+        """An agent that runs ``op`` over micro-batches of ``names``: in the model process,
+        taking in the next batch meanwhile, or here, one batch at a time."""
+        async def agent(stream):
+            if model is not None:
+                await ensure_started()
+                await pipelined(MicroBatches(stream, size, within_s),
+                                lambda batch: model.submit(op, batch), app.producer, name)
+                return
+            step = getattr(engine, op)
+            async for events in micro_batches(stream, size, within_s):
+                await ensure_started()
+                await process(app.producer, step, events, name)
+                if op == "interactions":
+                    await engine.state.refresh()
 
-    @app.agent(topic(topics.REC_REQUESTS), name="rec_requests")
-    async def rec_requests(stream):
-        async for events in micro_batches(stream, settings.batch_size, settings.batch_within_s):
-            await ensure_started()
-            await process(app.producer, engine.requests, events, "rec-requests")
+        app.agent(topic(*names), name=name.replace("-", "_"))(agent)
 
-    @app.agent(topic(topics.MODEL_UPDATES), name="model_updates")
-    async def model_updates(stream):
-        async for events in stream.take_events(100, within=0.1):
-            await ensure_started()
-            await process(app.producer, engine.model_updates, events, "model-updates")
+    batch_agent("interactions", "interactions", settings.batch_size, settings.batch_within_s,
+                topics.VIEWS, topics.CLICKS)
+    batch_agent("uploads", "uploads", settings.batch_size, settings.upload_within_s,
+                topics.UPLOADS)
+    batch_agent("requests", "rec-requests", settings.batch_size, settings.batch_within_s,
+                topics.REC_REQUESTS)
+    batch_agent("model_updates", "model-updates", 100, 0.1, topics.MODEL_UPDATES)
 
     @app.timer(interval=max(settings.refresh_s, 1.0))
     async def refresh_models():
-        if not started:
+        if starting is None or not starting.done():
             return
         try:
+            if model is not None:
+                await model.call("refresh_models")
+                return
             await engine.state.save_ranker()
             # In a consumer group only one worker gets each announcement: the others find
             # the new student here, within one refresh interval.
             await engine.check_student()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, ModelProcessError) as exc:
             log.warning("model refresh skipped, Redis unavailable: %s", exc)
 
     @app.on_before_shutdown.connect
     async def save_on_shutdown(sender, **kwargs):
-        if started:
+        if model is not None:
+            await model.close()
+            return
+        if starting is not None and starting.done():
             await engine.state.save_ranker()
         if engine.content is not None:
             engine.content.close()

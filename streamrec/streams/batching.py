@@ -23,6 +23,41 @@ from collections.abc import AsyncIterator
 from faust.types import EventT, StreamT
 
 
+class MicroBatches:
+    """The batches of ``stream`` (see :func:`micro_batches`), acknowledged only when the
+    caller says so with :meth:`ack`: a worker that hands a batch on and takes the next one
+    before the first is finished acks it once its results are published."""
+
+    def __init__(self, stream: StreamT, max_size: int, linger_s: float = 0.0) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be at least 1, got {max_size}")
+        self.max_size = max_size
+        self.linger_s = linger_s
+        self._manual = stream.noack()
+        self._queue = stream.channel.queue  # what the stream reads from; filled a fetch at a time
+
+    async def __aiter__(self) -> AsyncIterator[list[EventT]]:
+        queue, max_size, linger_s = self._queue, self.max_size, self.linger_s
+        batch: list[EventT] = []
+        first = 0.0
+        async for event in self._manual.events():
+            if not batch:
+                first = time.monotonic()
+            batch.append(event)
+            if len(batch) < max_size and queue.empty() and linger_s > 0:
+                remaining = first + linger_s - time.monotonic()
+                if remaining > 0:
+                    await asyncio.sleep(remaining)  # what arrives meanwhile is queued
+            if len(batch) >= max_size or queue.empty():
+                yield batch
+                batch = []
+
+    async def ack(self, batch: list[EventT]) -> None:
+        """Acknowledge a batch's events: their offsets may be committed."""
+        for event in batch:
+            await self._manual.ack(event)
+
+
 async def micro_batches(stream: StreamT, max_size: int,
                         linger_s: float = 0.0) -> AsyncIterator[list[EventT]]:
     """Batches of the events of ``stream``: all that are queued when the intake runs dry, at
@@ -34,22 +69,7 @@ async def micro_batches(stream: StreamT, max_size: int,
     a batch whose consumer stops or fails before asking is not acknowledged, so a restarted
     worker processes it again (at least once).
     """
-    if max_size < 1:
-        raise ValueError(f"max_size must be at least 1, got {max_size}")
-    manual = stream.noack()
-    queue = stream.channel.queue  # what the stream reads from; filled a fetch at a time
-    batch: list[EventT] = []
-    first = 0.0
-    async for event in manual.events():
-        if not batch:
-            first = time.monotonic()
-        batch.append(event)
-        if len(batch) < max_size and queue.empty() and linger_s > 0:
-            remaining = first + linger_s - time.monotonic()
-            if remaining > 0:
-                await asyncio.sleep(remaining)  # what arrives meanwhile is queued
-        if len(batch) >= max_size or queue.empty():
-            yield batch
-            for done in batch:
-                await manual.ack(done)
-            batch = []
+    batches = MicroBatches(stream, max_size, linger_s)
+    async for batch in batches:
+        yield batch
+        await batches.ack(batch)
