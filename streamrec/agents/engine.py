@@ -33,6 +33,9 @@ class Incoming:
     partition: int
     offset: int
     timestamp: float  # producer time, seconds
+    #: The event already decoded from ``value``, or why it cannot be (the worker decodes
+    #: interactions before handing them to its model process); None: decode here.
+    decoded: Event | InvalidEvent | None = None
 
 
 @dataclass(slots=True)
@@ -56,11 +59,20 @@ def decode_batch(batch: Sequence[Incoming], out: Outgoing,
     ``expected`` is the event type, else the one implied by each message's topic."""
     valid = []
     for msg in batch:
-        try:
-            valid.append((msg, decode(msg.value, expected or EVENT_TYPE.get(msg.topic, "view"))))
-        except InvalidEvent as exc:
-            reject(msg, str(exc), out)
+        ev = msg.decoded if msg.decoded is not None else decode_one(msg, expected)
+        if isinstance(ev, InvalidEvent):
+            reject(msg, str(ev), out)
+        else:
+            valid.append((msg, ev))
     return valid
+
+
+def decode_one(msg: Incoming, expected: str | None = None) -> Event | InvalidEvent:
+    """``msg``'s event, or the :class:`InvalidEvent` saying why there is none."""
+    try:
+        return decode(msg.value, expected or EVENT_TYPE.get(msg.topic, "view"))
+    except InvalidEvent as exc:
+        return exc
 
 
 #: Event-loop turns a redis-py pipeline takes to be on the wire (two in redis-py 8, measured;

@@ -6,9 +6,15 @@ the blobs back to back. Message values, keys and header values travel as blobs, 
 >>> head, blobs = decode(encode({"op": "x"}, [b"ab", b"", b"c"]))
 >>> head, blobs
 ({'op': 'x'}, [b'ab', b'', b'c'])
->>> batch = [Incoming(b'{"a": 1}', "views", 2, 7, 1.5), Incoming(None, "clicks", 0, 3, 2.0)]
->>> batch_from(*decode(batch_frame(1, "interactions", batch))) == batch
-True
+>>> batch = [Incoming(b'{"a": 1}', "views", 2, 7, 1.5), Incoming(None, "clicks", 0, 3, 2.0),
+...          Incoming(b"{}", "clicks", 1, 4, 2.5, Click("e1", "u1", "i1", 2.0)),
+...          Incoming(b"[", "views", 1, 9, 3.0, InvalidEvent("malformed JSON: x"))]
+>>> again = batch_from(*decode(batch_frame(1, "interactions", batch)))
+>>> again[:3] == batch[:3], again[3].decoded.args
+(True, ('malformed JSON: x',))
+
+Events decoded already travel as their fields (they were validated where they were decoded),
+so the receiver rebuilds them without validating again.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ from collections.abc import Sequence
 import orjson
 
 from streamrec.agents.engine import Incoming, Outgoing
+from streamrec.streams.events import Click, Event, InvalidEvent, View
+
+#: Events that may travel decoded (the interactions, all flat fields), and their fields in
+#: constructor order.
+EVENT_CLASSES = {"view": View, "click": Click}
+EVENT_FIELDS = {name: cls.__slots__ for name, cls in EVENT_CLASSES.items()}
 
 #: Lengths of the head and the body that follow.
 HEADER = struct.Struct("<II")
@@ -56,14 +68,34 @@ async def read(reader: asyncio.StreamReader) -> tuple[dict, list[bytes]]:
 def batch_frame(request: int, op: str, batch: Sequence[Incoming]) -> bytes:
     """A request to run ``op`` over ``batch``."""
     return encode({"id": request, "op": op,
-                   "msgs": [(m.topic, m.partition, m.offset, m.timestamp, m.value is None)
-                            for m in batch]},
+                   "msgs": [(m.topic, m.partition, m.offset, m.timestamp, m.value is None,
+                             _fields(m.decoded)) for m in batch]},
                   [m.value or b"" for m in batch])
 
 
+def _fields(ev: Event | InvalidEvent | None) -> list | None:
+    if ev is None:
+        return None
+    if isinstance(ev, InvalidEvent):
+        return ["invalid", str(ev)]
+    names = EVENT_FIELDS.get(ev.type)
+    if names is None:
+        raise ValueError(f"{ev.type} events travel as their bytes, not decoded")
+    return [ev.type, [getattr(ev, f) for f in names]]
+
+
+def _event(fields: list | None) -> Event | InvalidEvent | None:
+    if fields is None:
+        return None
+    kind, values = fields
+    if kind == "invalid":
+        return InvalidEvent(values)
+    return EVENT_CLASSES[kind](*values)
+
+
 def batch_from(head: dict, blobs: list[bytes]) -> list[Incoming]:
-    return [Incoming(None if none else value, topic, partition, offset, ts)
-            for (topic, partition, offset, ts, none), value in zip(head["msgs"], blobs)]
+    return [Incoming(None if none else value, topic, partition, offset, ts, _event(fields))
+            for (topic, partition, offset, ts, none, fields), value in zip(head["msgs"], blobs)]
 
 
 def reply_frame(request: int, out: Outgoing, extra: dict | None = None) -> bytes:

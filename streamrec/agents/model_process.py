@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from streamrec.agents import frames
-from streamrec.agents.engine import Engine, Incoming, Outgoing
+from streamrec.agents.engine import Engine, Incoming, Outgoing, decode_one
 from streamrec.agents.runner import run_step
 from streamrec.config import Settings
 from streamrec.streams import metrics
@@ -72,9 +72,14 @@ class ModelProcess:
         await self.call("start")
 
     def submit(self, op: str, batch: Sequence[Incoming] = ()) -> asyncio.Future:
-        """Send ``batch`` to the child's ``op``; the future gets its :class:`Outgoing`."""
+        """Send ``batch`` to the child's ``op``; the future gets its :class:`Outgoing`.
+        Interactions are decoded and validated here first: in the pipeline this side waits
+        for the model half the time, and the child is what limits throughput."""
         if self._writer is None or self._reading is None or self._reading.done():
             raise ModelProcessError("the model process is not running")
+        if op == "interactions":
+            for msg in batch:
+                msg.decoded = decode_one(msg)
         self._next_id += 1
         fut = self._pending[self._next_id] = asyncio.get_running_loop().create_future()
         self._writer.write(frames.batch_frame(self._next_id, op, batch))
