@@ -90,7 +90,7 @@ async def test_a_dead_child_fails_what_is_in_flight_with_a_clear_error(runtime):
     os.kill(model._proc.pid, signal.SIGKILL)
     with pytest.raises(ModelProcessError, match="went away"):
         await asyncio.wait_for(model.submit("interactions", interactions(1, 2)), 10)
-    with pytest.raises(ModelProcessError, match="not running"):
+    with pytest.raises(ModelProcessError, match="went away"):
         model.submit("interactions", interactions(1, 2))
     await model.close()
 
@@ -189,5 +189,35 @@ async def test_a_worker_with_the_engine_in_process_still_serves(runtime, produce
                         if r["worker"].endswith(f"-{proc.proc.pid}")]
         await collector.wait_for(lambda: bool(mine()), timeout_s=60)
         assert not {i["item_id"] for i in mine()[-1]["items"]} & set(seen)
+    finally:
+        proc.stop()
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(c) for c in f.read().split()]
+
+
+@pytest.mark.integration
+async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime, producer):
+    app_id = uid("dies")
+    proc = start_worker(runtime, partitions=4, app_id=app_id,
+                        extra_env={"STREAMREC_CONTENT": "0"})
+    try:
+        await wait_for_worker(runtime.redis, proc, app_id=app_id)
+        deadline = time.monotonic() + 30
+        while not children(proc.proc.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        [child] = children(proc.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        user = uid("user")
+        await producer.send("views", encode(View(uid("e"), user, uid("item"), time.time())),
+                            key=user.encode())
+        await producer.flush()
+        # Not carrying on without its models: it exits, with an error, for a restart from
+        # the committed offsets.
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.proc.wait, 60)
+        assert code != 0
+        assert "model process went away" in proc.log.read_text()
     finally:
         proc.stop()

@@ -276,14 +276,32 @@ class Engine:
 
 class PassthroughEngine(Engine):
     """The benchmark's ceiling: the same decoding, Redis reads and writes, batching and
-    publishing as :class:`Engine`, with no model work (every list is the same cached one)."""
+    publishing as :class:`Engine`, with no model work (every list is the same cached one).
+
+    "The same writes" means the pipeline's write-back, computed without models: the counters
+    (popularity, item counts), a co-visitation increment for each pair of a user's recent
+    items (journalled, no neighbour lists kept), the vector of each item touched and of each
+    user (drawn from the prior, never trained), and each touched user's state. The content
+    profiles are the one part left out (they need the embeddings' arithmetic)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.blend.sources["covisitation"].keep_lists = False
 
     def learn(self, ev: View | Click) -> None:
         b = self.blend
-        b.mark_seen(ev.user_id, b.catalog.add(ev.item_id, ev.ts))
-        b.activity[ev.user_id] = b.activity.get(ev.user_id, 0) + 1
-        # A counter per item (O(1)), so Redis receives the same counter writes as the pipeline.
-        b.sources["popularity"].learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
+        user, item, ts, clicked = ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click)
+        j = b.catalog.add(item, ts)
+        b.mark_seen(user, j)
+        b.activity[user] = b.activity.get(user, 0) + 1
+        for name in ("popularity", "covisitation"):  # O(1) and a few pairs: bookkeeping
+            b.sources[name].learn_one(user, item, ts, clicked)
+        b.item_counts.learn_one(user, item, ts, clicked)
+        mf = b.sources["isgd"]
+        mf.reserve(j + 1)
+        mf.user_vector(user)
+        if mf.journal is not None:
+            mf.journal.add(item)
 
     def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:

@@ -56,6 +56,8 @@ class ModelProcess:
         self._pending: dict[int, asyncio.Future] = {}
         self._next_id = 0
         self._reading: asyncio.Task | None = None
+        #: Set once the child has gone: what every later call raises.
+        self._gone: ModelProcessError | None = None
         self._counted = dict.fromkeys(CHILD_COUNTERS, 0.0)
 
     async def start(self) -> None:
@@ -75,8 +77,10 @@ class ModelProcess:
         """Send ``batch`` to the child's ``op``; the future gets its :class:`Outgoing`.
         Interactions are decoded and validated here first: in the pipeline this side waits
         for the model half the time, and the child is what limits throughput."""
-        if self._writer is None or self._reading is None or self._reading.done():
-            raise ModelProcessError("the model process is not running")
+        if self._gone is not None:
+            raise self._gone
+        if self._writer is None:
+            raise ModelProcessError("the model process has not been started")
         if op == "interactions":
             for msg in batch:
                 msg.decoded = decode_one(msg)
@@ -102,10 +106,11 @@ class ModelProcess:
                     fut.set_result(frames.outgoing_from(head, blobs))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             code = self._proc.poll() if self._proc is not None else None
-            error = ModelProcessError(f"the model process went away (exit code {code}): {exc!r}")
+            self._gone = ModelProcessError(
+                f"the model process went away (exit code {code}): {exc!r}")
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(error)
+                    fut.set_exception(self._gone)
             self._pending.clear()
 
     def _count(self, totals: dict[str, float]) -> None:

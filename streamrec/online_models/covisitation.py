@@ -54,6 +54,9 @@ class CoVisitation(CandidateSource):
         self.epoch: float | None = None
         #: Pair increments not yet written to shared storage (``None``: not collected).
         self.journal: dict[tuple[str, str], float] | None = None
+        #: False: record pairs in the journal only, keeping no neighbour lists (the
+        #: benchmark's pass-through, which writes what the pipeline writes without models).
+        self.keep_lists = True
 
     def _scale(self, ts: float) -> float:
         epoch = epoch_of(ts, self.half_life_s)
@@ -77,6 +80,7 @@ class CoVisitation(CandidateSource):
             hist = self.recent[user] = deque(maxlen=self.window)
         ids, journal, neighbours = self.catalog.ids, self.journal, self.neighbours
         mine = None
+        keep_lists = self.keep_lists
         # ~4 pairs per event, in the hottest loop of learning: the lists are fetched inline.
         for dist, j in enumerate(reversed(hist), start=1):
             if dist > self.pair_window:
@@ -84,19 +88,20 @@ class CoVisitation(CandidateSource):
             if j == i:
                 continue
             w = scale / dist
-            if mine is None:
-                mine = neighbours.get(i)
+            if keep_lists:
                 if mine is None:
-                    mine = neighbours[i] = NeighbourList()
-            mine.add(j, w)
-            if mine.n > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
-                mine.prune(self.max_neighbours)
-            theirs = neighbours.get(j)
-            if theirs is None:
-                theirs = neighbours[j] = NeighbourList()
-            theirs.add(i, w)
-            if theirs.n > 2 * self.max_neighbours:
-                theirs.prune(self.max_neighbours)
+                    mine = neighbours.get(i)
+                    if mine is None:
+                        mine = neighbours[i] = NeighbourList()
+                mine.add(j, w)
+                if mine.n > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
+                    mine.prune(self.max_neighbours)
+                theirs = neighbours.get(j)
+                if theirs is None:
+                    theirs = neighbours[j] = NeighbourList()
+                theirs.add(i, w)
+                if theirs.n > 2 * self.max_neighbours:
+                    theirs.prune(self.max_neighbours)
             if journal is not None:
                 key = (ids[j], item)
                 journal[key] = journal.get(key, 0.0) + w

@@ -58,6 +58,11 @@ class ISGD(CandidateSource):
         #: Items whose vectors changed since the journal was last drained (``None``: not kept).
         self.journal: set[str] | None = None
 
+    def reserve(self, n: int) -> None:
+        """Vectors for the first ``n`` catalogue items (new ones drawn from the prior)."""
+        if n > self._initialised:
+            self._init_items(n)
+
     def _init_items(self, n: int) -> None:
         self.item_factors = grow_rows(self.item_factors, n)
         self._factors32 = grow_rows(self._factors32, n)

@@ -135,9 +135,15 @@ def create_app(settings: Settings) -> App:
         taking in the next batch meanwhile, or here, one batch at a time."""
         async def agent(stream):
             if model is not None:
-                await ensure_started()
-                await pipelined(MicroBatches(stream, size, within_s),
-                                lambda batch: model.submit(op, batch), app.producer, name)
+                try:
+                    await ensure_started()
+                    await pipelined(MicroBatches(stream, size, within_s),
+                                    lambda batch: model.submit(op, batch), app.producer, name)
+                except ModelProcessError as exc:
+                    # Its batches in flight were taken from the stream but never acked:
+                    # only a restart from the committed offsets processes them again.
+                    log.critical("%s: %s; stopping the worker", name, exc)
+                    await app.crash(exc)
                 return
             step = getattr(engine, op)
             async for events in micro_batches(stream, size, within_s):
