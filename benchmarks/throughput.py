@@ -4,7 +4,8 @@
 
 The same pre-loaded backlog of simulated events is drained by three workers in turn, each in
 its own consumer group: the real pipeline; a pass-through agent with the same decoding, Redis
-reads and writes, batching and publishing but no model work (the ceiling); and a deliberately
+reads and writes, batching and publishing but no model work (the ceiling; its write-back is the
+pipeline's, computed without models: see ``PassthroughEngine``); and a deliberately
 naive pipeline (one event at a time, river's BiasedMF ranking every item, one Redis round trip
 per read and write). events/s = backlog / time from first to last event processed, read from
 each worker's counters in Redis. Then the pipeline worker gets a paced stream at 1,000 events/s

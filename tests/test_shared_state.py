@@ -140,3 +140,35 @@ async def test_applied_offsets_are_read_once_per_assignment_and_advanced_locally
     state.forget_owned_state()
     assert (await state.before_batch(["ann"], ["views:0"]))["views:0"] == 20
     await own.aclose()
+
+
+async def test_the_pass_through_ceiling_writes_what_the_pipeline_writes(redis_client, tmp_path):
+    # Issue 2's ceiling has "the same reads, batching and writes but no model work": the same
+    # keys, the same counter and pair increments, a vector for each item and user it touched.
+    import time
+
+    from streamrec.agents.engine import Incoming
+    from streamrec.config import Settings
+    from streamrec.streams.app import build_engine
+    from streamrec.streams.events import Click, View, encode
+
+    now = time.time()
+    batch = [Incoming(encode((Click if clicked else View)(f"e{n}", user, item, now + ts)),
+                      "clicks" if clicked else "views", 0, n, now)
+             for n, (user, item, ts, clicked) in enumerate(EVENTS)]
+    written = {}
+    for engine in ("pipeline", "passthrough"):
+        prefix = uid(engine)
+        eng = build_engine(Settings(redis="unused", app_id=prefix, content=False,
+                                    engine=engine, snapshot_dir=str(tmp_path)),
+                           redis_client, "test")
+        await eng.interactions(batch)
+        written[engine] = await snapshot(redis_client, prefix)
+    pipe, passthrough = written["pipeline"], written["passthrough"]
+    assert set(pipe) == set(passthrough)
+    for key, value in pipe.items():
+        if key.startswith(":co:") or key.startswith(":pop:") or key in (
+                ":item-clicks", ":item-events", ":stats", ":offsets"):
+            assert passthrough[key] == value, key
+        elif isinstance(value, dict):  # vectors: the same fields, other values (untrained)
+            assert set(passthrough[key]) == set(value), key

@@ -71,7 +71,11 @@ class ModelProcess:
         theirs.close()
         reader, self._writer = await asyncio.open_connection(sock=mine)
         self._reading = asyncio.create_task(self._read_replies(reader))
-        await self.call("start")
+        try:
+            await self.call("start")
+        except BaseException:
+            await self.close(timeout_s=2.0)  # so that a retry starts afresh
+            raise
 
     def submit(self, op: str, batch: Sequence[Incoming] = ()) -> asyncio.Future:
         """Send ``batch`` to the child's ``op``; the future gets its :class:`Outgoing`.
@@ -127,16 +131,19 @@ class ModelProcess:
             await asyncio.wait_for(self.call("close"), timeout_s)
         except (ModelProcessError, asyncio.TimeoutError) as exc:
             log.warning("model process did not close cleanly: %r", exc)
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+        for _ in range(100):  # up to 5 s, without blocking the loop
+            if self._proc.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
             self._proc.kill()
             self._proc.wait()
         if self._writer is not None:
             self._writer.close()
         if self._reading is not None:
             self._reading.cancel()
-        self._proc = None
+        self._proc = self._writer = self._reading = self._gone = None
+        self._pending.clear()
 
 
 # ---- the child ----------------------------------------------------------------------------
@@ -146,6 +153,9 @@ BATCH_OPS = ("interactions", "uploads", "requests", "model_updates")
 
 
 class _Child:
+    """The model process's side: one task per batch op, replies in the order each op's
+    batches were sent."""
+
     def __init__(self, engine: Engine, writer: asyncio.StreamWriter) -> None:
         self.engine = engine
         self.writer = writer

@@ -124,11 +124,17 @@ def create_app(settings: Settings) -> App:
             await engine.check_student()
 
     async def ensure_started() -> None:
-        # Once, however many agents ask at the same time.
+        # Once, however many agents ask at the same time; after a failure (Redis down), the
+        # next batch tries again.
         nonlocal starting
         if starting is None:
             starting = asyncio.ensure_future(start())
-        await asyncio.shield(starting)
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if starting.done():
+                starting = None
+            raise
 
     def batch_agent(op: str, name: str, size: int, within_s: float, *names: str) -> None:
         """An agent that runs ``op`` over micro-batches of ``names``: in the model process,
