@@ -24,7 +24,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from streamrec.agents import frames
 from streamrec.agents.engine import Engine, Incoming, Outgoing, decode_one
@@ -48,9 +48,13 @@ class ModelProcessError(RuntimeError):
 class ModelProcess:
     """The worker's side: start the child, :meth:`submit` batches, read the replies."""
 
-    def __init__(self, settings: Settings, worker: str) -> None:
+    def __init__(self, settings: Settings, worker: str,
+                 on_gone: Callable[[ModelProcessError], object] | None = None) -> None:
         self.settings = settings
         self.worker = worker
+        #: Called once if the child goes away while not being closed.
+        self.on_gone = on_gone
+        self._closing = False
         self._proc: subprocess.Popen | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future] = {}
@@ -109,6 +113,7 @@ class ModelProcess:
                 else:
                     fut.set_result(frames.outgoing_from(head, blobs))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            await asyncio.sleep(0.1)  # for its exit code to be there
             code = self._proc.poll() if self._proc is not None else None
             self._gone = ModelProcessError(
                 f"the model process went away (exit code {code}): {exc!r}")
@@ -116,6 +121,8 @@ class ModelProcess:
                 if not fut.done():
                     fut.set_exception(self._gone)
             self._pending.clear()
+            if self.on_gone is not None and not self._closing:
+                self.on_gone(self._gone)
 
     def _count(self, totals: dict[str, float]) -> None:
         for name, total in totals.items():
@@ -127,10 +134,12 @@ class ModelProcess:
         """Ask the child to save what it keeps and exit; kill it if it does not."""
         if self._proc is None:
             return
-        try:
-            await asyncio.wait_for(self.call("close"), timeout_s)
-        except (ModelProcessError, asyncio.TimeoutError) as exc:
-            log.warning("model process did not close cleanly: %r", exc)
+        self._closing = True
+        if self._gone is None:
+            try:
+                await asyncio.wait_for(self.call("close"), timeout_s)
+            except (ModelProcessError, asyncio.TimeoutError) as exc:
+                log.warning("model process did not close cleanly: %r", exc)
         for _ in range(100):  # up to 5 s, without blocking the loop
             if self._proc.poll() is not None:
                 break
@@ -144,6 +153,7 @@ class ModelProcess:
             self._reading.cancel()
         self._proc = self._writer = self._reading = self._gone = None
         self._pending.clear()
+        self._closing = False
 
 
 # ---- the child ----------------------------------------------------------------------------

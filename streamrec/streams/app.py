@@ -108,8 +108,14 @@ def create_app(settings: Settings) -> App:
 
         return app
 
+    def model_gone(exc: ModelProcessError) -> None:
+        # Its batches in flight were taken from the stream but never acked: only a restart
+        # from the committed offsets processes them again. Not carrying on without models.
+        log.critical("%s; stopping the worker", exc)
+        asyncio.ensure_future(app.crash(exc))
+
     if settings.model_process:
-        model = ModelProcess(settings, worker_id())
+        model = ModelProcess(settings, worker_id(), on_gone=model_gone)
     else:
         engine = build_engine(settings, redis)
         app.streamrec_engine = engine  # for tests and introspection
@@ -146,10 +152,7 @@ def create_app(settings: Settings) -> App:
                     await pipelined(MicroBatches(stream, size, within_s),
                                     lambda batch: model.submit(op, batch), app.producer, name)
                 except ModelProcessError as exc:
-                    # Its batches in flight were taken from the stream but never acked:
-                    # only a restart from the committed offsets processes them again.
-                    log.critical("%s: %s; stopping the worker", name, exc)
-                    await app.crash(exc)
+                    model_gone(exc)
                 return
             step = getattr(engine, op)
             async for events in micro_batches(stream, size, within_s):
