@@ -51,12 +51,14 @@ def interactions(n_users: int, items_each: int, topic_of=("views", "clicks")) ->
     return batch
 
 
+def child_settings(runtime) -> Settings:
+    return Settings(redis=runtime.redis, kafka="unused:9", app_id=uid("mp"), content=False,
+                    data_dir=str(runtime.run_dir), snapshot_dir=str(runtime.run_dir / "snapshots"))
+
+
 @pytest.mark.integration
 async def test_the_child_learns_recommends_and_dead_letters_against_real_redis(runtime):
-    settings = Settings(redis=runtime.redis, kafka="unused:9", app_id=uid("mp"), content=False,
-                        data_dir=str(runtime.run_dir),
-                        snapshot_dir=str(runtime.run_dir / "snapshots"))
-    model = ModelProcess(settings, "test-worker")
+    model = ModelProcess(child_settings(runtime), "test-worker")
     await model.start()
     try:
         batch = interactions(3, 4)
@@ -82,14 +84,15 @@ async def test_the_child_learns_recommends_and_dead_letters_against_real_redis(r
 
 @pytest.mark.integration
 async def test_a_dead_child_fails_what_is_in_flight_with_a_clear_error(runtime):
-    settings = Settings(redis=runtime.redis, kafka="unused:9", app_id=uid("mp"), content=False,
-                        data_dir=str(runtime.run_dir),
-                        snapshot_dir=str(runtime.run_dir / "snapshots"))
-    model = ModelProcess(settings, "test-worker")
+    gone: list[ModelProcessError] = []
+    model = ModelProcess(child_settings(runtime), "test-worker", on_gone=gone.append)
     await model.start()
+    os.kill(model._proc.pid, signal.SIGSTOP)  # so the batch is surely still in flight
+    in_flight = model.submit("interactions", interactions(1, 2))
     os.kill(model._proc.pid, signal.SIGKILL)
     with pytest.raises(ModelProcessError, match="went away"):
-        await asyncio.wait_for(model.submit("interactions", interactions(1, 2)), 10)
+        await asyncio.wait_for(in_flight, 10)
+    assert len(gone) == 1 and "exit code -9" in str(gone[0])
     with pytest.raises(ModelProcessError, match="went away"):
         model.submit("interactions", interactions(1, 2))
     await model.close()
@@ -199,7 +202,7 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.integration
-async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime):
+async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime, producer):
     app_id = uid("dies")
     proc = start_worker(runtime, partitions=4, app_id=app_id,
                         extra_env={"STREAMREC_CONTENT": "0"})
@@ -209,9 +212,15 @@ async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime):
         while not children(proc.proc.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         [child] = children(proc.proc.pid)
+        os.kill(child, signal.SIGSTOP)  # a batch is surely in flight when it dies
+        user = uid("user")
+        await producer.send("views", encode(View(uid("e"), user, uid("item"), time.time())),
+                            key=user.encode())
+        await producer.flush()
+        await asyncio.sleep(2.0)
         os.kill(child, signal.SIGKILL)
-        # Not carrying on without its models: it exits at once, with an error, for a restart
-        # from the committed offsets (whether or not a batch was in flight).
+        # Not carrying on without its models: it exits, with an error, for a restart from the
+        # committed offsets, though its graceful stop waits for acks the batch can't give.
         code = await asyncio.get_running_loop().run_in_executor(None, proc.proc.wait, 60)
         assert code != 0
         assert "model process went away" in proc.log.read_text()

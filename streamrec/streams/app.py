@@ -32,6 +32,10 @@ from streamrec.streams.transport import App
 log = logging.getLogger(__name__)
 
 
+#: Seconds a worker whose model process died may take to stop before it exits hard.
+MODEL_GONE_EXIT_S = 10.0
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -112,6 +116,9 @@ def create_app(settings: Settings) -> App:
         # Its batches in flight were taken from the stream but never acked: only a restart
         # from the committed offsets processes them again. Not carrying on without models.
         log.critical("%s; stopping the worker", exc)
+        # The graceful stop commits what was acked, then waits for the streams' acks, which
+        # the batches in flight can no longer give: exit (non-zero) if it waits that long.
+        asyncio.get_running_loop().call_later(MODEL_GONE_EXIT_S, os._exit, 1)
         asyncio.ensure_future(app.crash(exc))
 
     if settings.model_process:
