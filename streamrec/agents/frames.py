@@ -20,6 +20,7 @@ so the receiver rebuilds them without validating again.
 from __future__ import annotations
 
 import asyncio
+import operator
 import struct
 from collections.abc import Sequence
 
@@ -28,10 +29,10 @@ import orjson
 from streamrec.agents.engine import Incoming, Outgoing
 from streamrec.streams.events import Click, Event, InvalidEvent, View
 
-#: Events that may travel decoded (the interactions, all flat fields), and their fields in
-#: constructor order.
+#: Events that may travel decoded (the interactions, all flat fields), and the getter of
+#: their fields in constructor order.
 EVENT_CLASSES = {"view": View, "click": Click}
-EVENT_FIELDS = {name: cls.__slots__ for name, cls in EVENT_CLASSES.items()}
+EVENT_FIELDS = {name: operator.attrgetter(*cls.__slots__) for name, cls in EVENT_CLASSES.items()}
 
 #: Lengths of the head and the body that follow.
 HEADER = struct.Struct("<II")
@@ -78,10 +79,10 @@ def _fields(ev: Event | InvalidEvent | None) -> list | None:
         return None
     if isinstance(ev, InvalidEvent):
         return ["invalid", str(ev)]
-    names = EVENT_FIELDS.get(ev.type)
-    if names is None:
+    fields = EVENT_FIELDS.get(ev.type)
+    if fields is None:
         raise ValueError(f"{ev.type} events travel as their bytes, not decoded")
-    return [ev.type, [getattr(ev, f) for f in names]]
+    return [ev.type, fields(ev)]
 
 
 def _event(fields: list | None) -> Event | InvalidEvent | None:

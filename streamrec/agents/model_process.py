@@ -174,8 +174,11 @@ class _Child:
                       "requests": engine.requests, "model_updates": engine.model_updates}
 
     def reply(self, request: int, out: Outgoing, extra: dict | None = None) -> None:
-        counters = {name: metrics.REGISTRY.get_sample_value(name) or 0.0
-                    for name in CHILD_COUNTERS}
+        # Each counter on its own: collecting the whole registry for two values cost ~30 us
+        # per reply, against ~7.
+        counters = {name: next(s.value for m in counter.collect() for s in m.samples
+                               if s.name == name)
+                    for name, counter in CHILD_COUNTERS.items()}
         self.writer.write(frames.reply_frame(request, out, {"counters": counters, **(extra or {})}))
 
     async def run_batches(self, op: str) -> None:
