@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streamrec.embedded import EmbeddedRuntime
+from streamrec.heap import freeze_startup_objects
 from streamrec.processes import Process, start_worker, wait_for_worker
 from streamrec.simulator.publish import publish, start_producer
 from streamrec.simulator.tail import render
@@ -185,6 +186,9 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
     observer = asyncio.create_task(observe(rt.kafka, seen, stop, t0))
     producer = await start_producer(rt.kafka)
     world = World(WorldConfig(n_users=1000, n_items=500, events_per_s=rate, seed=42))
+    # The demo drives and measures in this process: its own full collections would pause the
+    # sends and count as the worker's latency (see benchmarks/throughput.py).
+    freeze_startup_objects()
     trainer = asyncio.create_task(train_once(rt, rt.run_dir / "snapshots", train_at * duration,
                                              t0, training)) if train_at > 0 else None
 
