@@ -27,16 +27,23 @@ def freeze_startup_objects() -> int:
     return gc.get_freeze_count()
 
 
-def observe_pauses(histogram: Histogram) -> Callable[[str, dict], None]:
-    """Record the duration of every collection in ``histogram``, labelled by generation.
-    Returns the callback installed in ``gc.callbacks``."""
+def on_collections(record: Callable[[int, float], None]) -> Callable[[str, dict], None]:
+    """Call ``record(generation, seconds)`` after every collection. Returns the callback
+    installed in ``gc.callbacks``."""
     started = [0.0]
 
     def on_collection(phase: str, info: dict) -> None:
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            histogram.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+            record(info["generation"], time.perf_counter() - started[0])
 
     gc.callbacks.append(on_collection)
     return on_collection
+
+
+def observe_pauses(histogram: Histogram) -> Callable[[str, dict], None]:
+    """Record the duration of every collection in ``histogram``, labelled by generation.
+    Returns the callback installed in ``gc.callbacks``."""
+    return on_collections(lambda generation, seconds:
+                          histogram.labels(str(generation)).observe(seconds))

@@ -19,7 +19,7 @@ from streamrec.agents.model_process import ModelProcess, ModelProcessError
 from streamrec.agents.runner import pipelined
 from streamrec.config import Settings
 from streamrec.processes import start_worker, wait_for_worker
-from streamrec.streams import dead_letter
+from streamrec.streams import dead_letter, metrics
 from streamrec.streams.batching import MicroBatches
 from streamrec.streams.events import Click, View, encode
 
@@ -58,6 +58,8 @@ def child_settings(runtime) -> Settings:
 
 @pytest.mark.integration
 async def test_the_child_learns_recommends_and_dead_letters_against_real_redis(runtime):
+    young_collections = ("streamrec_model_process_gc_pause_seconds_count", {"generation": "0"})
+    collected_before = metrics.REGISTRY.get_sample_value(*young_collections) or 0.0
     model = ModelProcess(child_settings(runtime), "test-worker")
     await model.start()
     try:
@@ -77,9 +79,12 @@ async def test_the_child_learns_recommends_and_dead_letters_against_real_redis(r
         await model.call("refresh_models")
         with pytest.raises(ModelProcessError, match="unknown op"):
             await model.call("no-such-op")
+        await model.submit("interactions", interactions(60, 10))  # enough to make it collect
     finally:
         await model.close()
     assert model._proc is None
+    # The child's collections reach the worker's /metrics with its replies.
+    assert metrics.REGISTRY.get_sample_value(*young_collections) > collected_before
 
 
 @pytest.mark.integration

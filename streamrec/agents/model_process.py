@@ -24,6 +24,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from streamrec.agents import frames
@@ -105,6 +106,8 @@ class ModelProcess:
             while True:
                 head, blobs = await frames.read(reader)
                 self._count(head.pop("counters", {}))
+                for generation, seconds in head.pop("gc_pauses", ()):
+                    metrics.MODEL_GC_PAUSE_SECONDS.labels(str(generation)).observe(seconds)
                 fut = self._pending.pop(head["id"])
                 if fut.done():  # its waiter was cancelled
                     continue
@@ -172,6 +175,9 @@ class _Child:
         self.queues = {op: asyncio.Queue() for op in BATCH_OPS}
         self.steps = {"interactions": engine.interactions, "uploads": engine.uploads,
                       "requests": engine.requests, "model_updates": engine.model_updates}
+        #: (generation, seconds) of the collections since the last reply, which carries them
+        #: to the worker's /metrics (bounded, should replies stop for long).
+        self.gc_pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
 
     def reply(self, request: int, out: Outgoing, extra: dict | None = None) -> None:
         # Each counter on its own: collecting the whole registry for two values cost ~30 us
@@ -179,7 +185,10 @@ class _Child:
         counters = {name: next(s.value for m in counter.collect() for s in m.samples
                                if s.name == name)
                     for name, counter in CHILD_COUNTERS.items()}
-        self.writer.write(frames.reply_frame(request, out, {"counters": counters, **(extra or {})}))
+        # Popped one by one: a collection may append while this runs.
+        pauses = [self.gc_pauses.popleft() for _ in range(len(self.gc_pauses))]
+        self.writer.write(frames.reply_frame(request, out, {"counters": counters,
+                                                            "gc_pauses": pauses, **(extra or {})}))
 
     async def run_batches(self, op: str) -> None:
         queue, step = self.queues[op], self.steps[op]
@@ -245,7 +254,7 @@ class _Child:
 async def _serve(fd: int, settings: Settings, worker: str) -> None:
     import redis.asyncio as aioredis
 
-    from streamrec.heap import freeze_startup_objects
+    from streamrec.heap import freeze_startup_objects, on_collections
     from streamrec.streams.app import build_engine
 
     sock = socket.socket(fileno=fd)
@@ -253,7 +262,9 @@ async def _serve(fd: int, settings: Settings, worker: str) -> None:
     redis = aioredis.from_url(settings.redis)
     engine = build_engine(settings, redis, worker)
     freeze_startup_objects()  # as the worker does: full collections skip the start-up objects
-    await _Child(engine, writer).serve(reader)
+    child = _Child(engine, writer)
+    on_collections(lambda generation, seconds: child.gc_pauses.append((generation, seconds)))
+    await child.serve(reader)
     writer.close()
     await redis.aclose()
 

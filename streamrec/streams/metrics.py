@@ -14,9 +14,13 @@ BATCH_SECONDS = Histogram("streamrec_batch_seconds", "Time to process one micro-
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 BATCH_SIZE = Histogram("streamrec_batch_size", "Messages per micro-batch", ["agent"],
                        registry=REGISTRY, buckets=(1, 10, 50, 100, 250, 500, 1000, 2000))
+GC_BUCKETS = (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 GC_PAUSE_SECONDS = Histogram("streamrec_gc_pause_seconds", "Garbage collections, by generation",
-                             ["generation"], registry=REGISTRY,
-                             buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5))
+                             ["generation"], registry=REGISTRY, buckets=GC_BUCKETS)
+MODEL_GC_PAUSE_SECONDS = Histogram(
+    "streamrec_model_process_gc_pause_seconds",
+    "The model process's garbage collections, by generation (sent with its replies)",
+    ["generation"], registry=REGISTRY, buckets=GC_BUCKETS)
 STUDENT_SWAPS = Counter("streamrec_student_swaps", "Students taken into service",
                         registry=REGISTRY)
 STUDENT_REJECTED = Counter("streamrec_student_rejected", "Student snapshots refused (corrupt, "
