@@ -112,9 +112,16 @@ def create_app(settings: Settings) -> App:
 
         return app
 
+    stopping: ModelProcessError | None = None
+
     def model_gone(exc: ModelProcessError) -> None:
         # Its batches in flight were taken from the stream but never acked: only a restart
         # from the committed offsets processes them again. Not carrying on without models.
+        # Once: the reader of its replies and every agent waiting on it all report it.
+        nonlocal stopping
+        if stopping is not None:
+            return
+        stopping = exc
         log.critical("%s; stopping the worker", exc)
         # The graceful stop commits what was acked, then waits for the streams' acks, which
         # the batches in flight can no longer give: exit (non-zero) if it waits that long.
