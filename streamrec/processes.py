@@ -20,9 +20,10 @@ from streamrec.embedded import EmbeddedRuntime, spawn
 class Process:
     """A worker subprocess in its own session, so it and its children stop together."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path,
+                 cwd: Path | None = None) -> None:
         self.log = log
-        self.proc = spawn(argv, log, env)
+        self.proc = spawn(argv, log, env, cwd)
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, no final commit (a crash)."""
@@ -48,12 +49,13 @@ class Process:
 
 
 def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeline",
-                 app_id: str = "streamrec", extra_env: dict[str, str] | None = None) -> Process:
+                 app_id: str = "streamrec", extra_env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> Process:
     env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
            "STREAMREC_PARTITIONS": str(partitions), "STREAMREC_APP_ID": app_id,
            "STREAMREC_DATA_DIR": str(rt.run_dir), **(extra_env or {})}
     return Process([sys.executable, "-m", "streamrec.cli", "worker", "--engine", engine,
-                    "--loglevel", "info"], env, rt.run_dir / f"worker-{app_id}.log")
+                    "--loglevel", "info"], env, rt.run_dir / f"worker-{app_id}.log", cwd)
 
 
 async def wait_for_worker(redis_url: str, proc: Process, app_id: str = "streamrec",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,7 +18,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.streams.dead_letter import reason_of
-from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
+from streamrec.streams.events import Event, Upload, encode
+from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, TOPIC_OF, ensure_topics
+
+
+def uid(prefix: str) -> str:
+    """A fresh id, so tests sharing the broker and Redis never see each other's events."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def send(producer: AIOKafkaProducer, ev: Event, topic: str | None = None) -> None:
+    """Publish ``ev`` on its topic, keyed as apps key it (uploads by item, the rest by user)."""
+    key = ev.item_id if isinstance(ev, Upload) else ev.user_id
+    await producer.send(topic or TOPIC_OF[ev.type], encode(ev), key=key.encode())
 
 
 @pytest.fixture(scope="session")

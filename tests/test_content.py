@@ -12,7 +12,7 @@ from skimage import data
 
 from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.content.encoders import ImageEncoder, TextEncoder
-from streamrec.content.images import MAX_IMAGE_BYTES, load_image
+from streamrec.content.images import KEPT_SIDE, MAX_IMAGE_BYTES, MAX_SIDE, load_image
 from streamrec.content.item_encoder import ItemEncoder
 from streamrec.simulator.render import render_item, to_base64_png
 from streamrec.streams.events import InvalidEvent, Upload
@@ -99,10 +99,40 @@ def test_bad_image_payloads_are_refused_with_a_reason(tmp_path):
         "image too large": base64.b64encode(b"\0" * (MAX_IMAGE_BYTES + 10)).decode(),
         "image reference outside the image root": "file:../../etc/passwd",
         "image not found": "file:missing.png",
+        "corrupt image: data URL without a comma": "data:image/png;base64",
+        "bad image reference: NUL byte": "file:ok\x00.png",
     }
     for reason, payload in cases.items():
         with pytest.raises(InvalidEvent, match=f"^{reason}"):
             load_image(payload, tmp_path)
+
+
+def test_a_large_image_is_kept_small_once_decoded(tmp_path):
+    # A 2 KB PNG decodes to 64 MB at 4096 x 4096: a batch of them must not all be held.
+    (tmp_path / "big.png").write_bytes(_png((MAX_SIDE, MAX_SIDE // 2)))
+    assert (tmp_path / "big.png").stat().st_size < 100_000
+    assert load_image("file:big.png", tmp_path).size == (KEPT_SIDE, KEPT_SIDE // 2)
+
+
+async def test_a_dead_encoder_is_replaced_and_counted():
+    import os
+    import signal
+
+    from streamrec.content.encoder_process import EncoderDied, EncoderProcess
+
+    enc = EncoderProcess()
+    try:
+        enc.wait_ready()
+        up = Upload("e1", "i1", "c1", 0.0, "Jazz night")
+        assert (await enc.encode([up])).positions == [0]
+        for pid in list(enc._pool._processes):  # as an out-of-memory kill would
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(EncoderDied):
+            await enc.encode([up])
+        assert enc.restarts == 1
+        assert (await enc.encode([up])).positions == [0], "the new encoder serves"
+    finally:
+        enc.close()
 
 
 async def test_cached_embeddings_round_trip_byte_for_byte(redis_client):

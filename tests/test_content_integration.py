@@ -16,7 +16,7 @@ from PIL import Image
 from streamrec.content.images import MAX_IMAGE_BYTES
 from streamrec.simulator.render import render_item, to_base64_png
 from streamrec.streams.events import Click, RecRequest, Upload, View
-from test_pipeline_integration import send, uid  # tests/ is on sys.path (rootdir-less)
+from conftest import send, uid
 
 pytestmark = pytest.mark.integration
 

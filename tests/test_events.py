@@ -1,5 +1,7 @@
 """Event validation: every bad input gets a reason naming what is wrong."""
 
+import json
+
 import orjson
 import pytest
 
@@ -63,3 +65,35 @@ def test_upload_and_request_limits():
         from_dict({"request_id": "r1", "user_id": "u1", "k": 0}, "rec-request")
     with pytest.raises(InvalidEvent, match="missing field: type"):
         from_dict({"event_id": "e1"})
+
+
+@pytest.mark.parametrize("declared", [[], {}, ["view"], {"a": 1}, 7, True])
+def test_a_type_that_is_not_a_string_is_an_invalid_event(declared):
+    for expected in ("view", "click", "upload", "rec-request", None):
+        with pytest.raises(InvalidEvent, match="wrong type: type must be a string"):
+            from_dict({**VALID_VIEW, "type": declared}, expected)
+
+
+#: Odd JSON values put in place of each field: every shape must be a reason, never a crash.
+ODD_VALUES = [None, [], {}, [[]], [{}], {"a": []}, 0, -1, 2**70, -2**70, 1.5e308, True, "",
+              "x" * 200, "\x00", "é", [1, "a"], ["a"] * 100, {"type": "view"}]
+VALID = {
+    "view": VALID_VIEW,
+    "click": {k: v for k, v in VALID_VIEW.items() if k in ("event_id", "user_id", "item_id",
+                                                           "ts")},
+    "upload": {"event_id": "e1", "item_id": "i1", "creator_id": "c1", "ts": 1.0, "title": "t",
+               "description": "d", "tags": ["a"], "image": "data:image/png;base64,AA=="},
+    "rec-request": {"request_id": "r1", "user_id": "u1", "k": 5, "exclude": ["i1"], "ts": 1.0},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+def test_any_value_in_any_field_decodes_or_is_an_invalid_event(kind):
+    valid = VALID[kind]
+    for name in [*valid, "type", "extra"]:
+        for odd in ODD_VALUES:
+            raw = json.dumps({**valid, name: odd}).encode()  # json: ints beyond 64 bits too
+            try:
+                decode(raw, kind)
+            except InvalidEvent:
+                pass  # any other exception fails the test

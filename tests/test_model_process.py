@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import faust
 import orjson
@@ -23,9 +22,7 @@ from streamrec.streams import dead_letter, metrics
 from streamrec.streams.batching import MicroBatches
 from streamrec.streams.events import Click, View, encode
 
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+from conftest import uid
 
 
 def test_a_reply_round_trips_lists_dead_letters_and_counts():

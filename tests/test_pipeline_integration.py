@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import orjson
 import pytest
 
-from streamrec.streams.events import Click, RecRequest, Upload, View, encode
+from streamrec.streams.events import Click, RecRequest, Upload, View
 from streamrec.online_models.shared_state import read_stats
 
+from conftest import send, uid
+
 pytestmark = pytest.mark.integration
-
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def send(producer, ev, topic: str | None = None) -> None:
-    topic = topic or {"view": "views", "click": "clicks", "upload": "uploads",
-                      "rec-request": "rec-requests"}[ev.type]
-    key = ev.item_id if isinstance(ev, Upload) else ev.user_id
-    await producer.send(topic, encode(ev), key=key.encode())
 
 
 async def test_events_in_recommendations_out_for_the_right_users(producer, collector):

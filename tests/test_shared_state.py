@@ -12,7 +12,7 @@ from streamrec.embedded import free_port
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.shared_state import APPLY_INCREMENTS, SharedState
 
-from test_pipeline_integration import uid
+from conftest import uid
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from streamrec.snapshots.store import SnapshotError, SnapshotStore
 from streamrec.snapshots.student_scorer import StudentScorer, quantise_int8
 from streamrec.snapshots.training_log import TrainingLog
 
-from test_pipeline_integration import uid
+from conftest import uid
 
 SMALL = TrainConfig(teacher_epochs=2, student_epochs=(1, 1), batch=128, negatives=127)
 

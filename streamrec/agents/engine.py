@@ -8,6 +8,7 @@ lets the benchmark swap in the pass-through variant with the same I/O.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -16,12 +17,15 @@ from dataclasses import dataclass
 import orjson
 
 from streamrec.content.encoder_process import EncoderProcess
+from streamrec.errors import WorkerMustStop
 from streamrec.online_models.blend import Blend, Recommendation
 from streamrec.online_models.shared_state import SharedState
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.streams import dead_letter, metrics
 from streamrec.streams.events import Click, Event, InvalidEvent, View, decode
 from streamrec.streams.topics import EVENT_TYPE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -36,6 +40,8 @@ class Incoming:
     #: The event already decoded from ``value``, or why it cannot be (the worker decodes
     #: interactions before handing them to its model process); None: decode here.
     decoded: Event | InvalidEvent | None = None
+    #: The partition's log end offset as the consumer last saw it (None: unknown).
+    highwater: int | None = None
 
 
 @dataclass(slots=True)
@@ -47,9 +53,13 @@ class Outgoing:
     stats: dict[str, int]
 
 
+#: What a worker does when a partition's log is found behind the offsets already applied.
+OFFSET_RESET_POLICIES = ("relearn", "stop")
+
+
 def reject(msg: Incoming, reason: str, out: Outgoing) -> None:
-    out.dead_letters.append((msg.value or b"", dead_letter.headers(
-        reason, msg.topic, msg.partition, msg.offset)))
+    out.dead_letters.append(dead_letter.entry(msg.value, reason, msg.topic, msg.partition,
+                                              msg.offset))
     out.stats["dead_letter"] = out.stats.get("dead_letter", 0) + 1
 
 
@@ -86,7 +96,15 @@ class Engine:
     def __init__(self, blend: Blend, state: SharedState, top_k: int = 10,
                  worker: str = "worker", dedupe_window: int = 200_000,
                  content: EncoderProcess | None = None,
-                 students: StudentLoader | None = None) -> None:
+                 students: StudentLoader | None = None,
+                 on_offset_reset: str = "relearn") -> None:
+        if on_offset_reset not in OFFSET_RESET_POLICIES:
+            raise ValueError(f"unknown offset reset policy {on_offset_reset!r}: "
+                             f"{' or '.join(OFFSET_RESET_POLICIES)}")
+        self.on_offset_reset = on_offset_reset
+        #: The first offset of the last batch this worker took from each partition since it
+        #: was assigned (a batch run again, or one message at a time, never goes below it).
+        self._batch_starts: dict[str, int] = {}
         self.blend = blend
         self.state = state
         #: Encodes uploads (text, image) into item embeddings; None: metadata only.
@@ -102,6 +120,49 @@ class Engine:
         self.clock = 0.0
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def forget_owned_state(self) -> None:
+        """After a rebalance: what this worker knew of its partitions may be stale."""
+        self.state.forget_owned_state()
+        self._batch_starts.clear()
+
+    def _check_offsets(self, events: list[tuple[Incoming, Event]],
+                       applied: dict[str, int]) -> None:
+        """Find partitions whose log is behind the offsets applied from it (the topic was
+        deleted and recreated, the broker lost its data): their new events would otherwise
+        be taken for replays and skipped. Either sign shows it: the log ends at or before the
+        applied offset, or its offsets went back under this worker. ``applied`` is updated
+        under the "relearn" policy; "stop" raises :class:`WorkerMustStop`."""
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        log_end: dict[str, int] = {}
+        for msg, _ in events:
+            part = f"{msg.topic}:{msg.partition}"
+            first.setdefault(part, msg.offset)
+            last[part] = msg.offset
+            if msg.highwater is not None:
+                log_end[part] = max(msg.highwater, log_end.get(part, -1))
+        for part, lo in first.items():
+            done = applied.get(part, -1)
+            end = log_end.get(part)
+            # A log end at or below a message's own offset is stale: not evidence.
+            ends_before = end is not None and end > last[part] and end <= done
+            before = self._batch_starts.get(part, -1)
+            went_back = lo < before
+            self._batch_starts[part] = lo
+            if not (ends_before or went_back):
+                continue
+            metrics.OFFSET_RESETS.labels(part).inc()
+            what = (f"its log ends at offset {end}" if ends_before else
+                    f"its offsets went back to {lo} from {before}")
+            reason = (f"partition {part}: {what}, but offsets up to {done} were applied: the "
+                      f"topic was recreated or the broker lost its data")
+            if self.on_offset_reset == "stop":
+                raise WorkerMustStop(f"{reason} (STREAMREC_ON_OFFSET_RESET=stop)")
+            log.error("%s; learning its events from offset %d on "
+                      "(STREAMREC_ON_OFFSET_RESET=relearn)", reason, lo)
+            self.state.reset_applied(part, lo - 1)
+            applied[part] = lo - 1
 
     def _duplicate(self, event_id: str) -> bool:
         ids = self._recent_ids
@@ -148,6 +209,14 @@ class Engine:
             await self.students.check()
             metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
 
+    async def refresh_models(self) -> None:
+        """Periodic upkeep: check the shared state is still there, save the ranker, fetch a
+        student published meanwhile (in a consumer group only one worker gets each
+        announcement: the others find the new student here, within one interval)."""
+        await self.state.check_marker()
+        await self.state.save_ranker()
+        await self.check_student()
+
     def _swap_student(self) -> None:
         if self.students is not None and self.students.apply():
             self.model_version["student"] = self.students.version
@@ -168,6 +237,7 @@ class Engine:
             return out
         parts = {f"{m.topic}:{m.partition}" for m, _ in events}
         applied = await self.state.before_batch({e.user_id for _, e in events}, parts)
+        self._check_offsets(events, applied)
         latest: dict[str, tuple[str, float]] = {}
         new_offsets: dict[str, int] = {}
         learned = 0
@@ -214,7 +284,11 @@ class Engine:
             vectors = await self.state.cache.get_many([ev.item_id for _, ev in decoded])
             todo = [(m, ev) for m, ev in decoded if ev.item_id not in vectors]
             if todo:
-                enc = await self.content.encode([ev for _, ev in todo])
+                restarts = self.content.restarts
+                try:
+                    enc = await self.content.encode([ev for _, ev in todo])
+                finally:
+                    metrics.ENCODER_RESTARTS.inc(self.content.restarts - restarts)
                 for pos, reason in enc.rejected:
                     reject(todo[pos][0], reason, out)
                 encoded = [todo[p][1].item_id for p in enc.positions]

@@ -6,7 +6,8 @@ the blobs back to back. Message values, keys and header values travel as blobs, 
 >>> head, blobs = decode(encode({"op": "x"}, [b"ab", b"", b"c"]))
 >>> head, blobs
 ({'op': 'x'}, [b'ab', b'', b'c'])
->>> batch = [Incoming(b'{"a": 1}', "views", 2, 7, 1.5), Incoming(None, "clicks", 0, 3, 2.0),
+>>> batch = [Incoming(b'{"a": 1}', "views", 2, 7, 1.5, None, 8),
+...          Incoming(None, "clicks", 0, 3, 2.0),
 ...          Incoming(b"{}", "clicks", 1, 4, 2.5, Click("e1", "u1", "i1", 2.0)),
 ...          Incoming(b"[", "views", 1, 9, 3.0, InvalidEvent("malformed JSON: x"))]
 >>> again = batch_from(*decode(batch_frame(1, "interactions", batch)))
@@ -70,7 +71,7 @@ def batch_frame(request: int, op: str, batch: Sequence[Incoming]) -> bytes:
     """A request to run ``op`` over ``batch``."""
     return encode({"id": request, "op": op,
                    "msgs": [(m.topic, m.partition, m.offset, m.timestamp, m.value is None,
-                             _fields(m.decoded)) for m in batch]},
+                             _fields(m.decoded), m.highwater) for m in batch]},
                   [m.value or b"" for m in batch])
 
 
@@ -95,8 +96,9 @@ def _event(fields: list | None) -> Event | InvalidEvent | None:
 
 
 def batch_from(head: dict, blobs: list[bytes]) -> list[Incoming]:
-    return [Incoming(None if none else value, topic, partition, offset, ts, _event(fields))
-            for (topic, partition, offset, ts, none, fields), value in zip(head["msgs"], blobs)]
+    return [Incoming(None if none else value, topic, partition, offset, ts, _event(fields), end)
+            for (topic, partition, offset, ts, none, fields, end), value
+            in zip(head["msgs"], blobs)]
 
 
 def reply_frame(request: int, out: Outgoing, extra: dict | None = None) -> bytes:

@@ -31,6 +31,7 @@ from streamrec.agents import frames
 from streamrec.agents.engine import Engine, Incoming, Outgoing, decode_one
 from streamrec.agents.runner import run_step
 from streamrec.config import Settings
+from streamrec.errors import WorkerMustStop
 from streamrec.streams import metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 SETTINGS_ENV = "STREAMREC_MODEL_PROCESS_SETTINGS"
 #: Counters the child keeps that the worker's /metrics reports (Prometheus sample names).
 CHILD_COUNTERS = {"streamrec_student_swaps_total": metrics.STUDENT_SWAPS,
-                  "streamrec_student_rejected_total": metrics.STUDENT_REJECTED}
+                  "streamrec_student_rejected_total": metrics.STUDENT_REJECTED,
+                  "streamrec_encoder_restarts_total": metrics.ENCODER_RESTARTS}
 
 
 class ModelProcessError(RuntimeError):
@@ -50,10 +52,11 @@ class ModelProcess:
     """The worker's side: start the child, :meth:`submit` batches, read the replies."""
 
     def __init__(self, settings: Settings, worker: str,
-                 on_gone: Callable[[ModelProcessError], object] | None = None) -> None:
+                 on_gone: Callable[[Exception], object] | None = None) -> None:
         self.settings = settings
         self.worker = worker
-        #: Called once if the child goes away while not being closed.
+        #: Called once if the child goes away while not being closed, with why: a
+        #: ModelProcessError, or the WorkerMustStop that made the engine stop.
         self.on_gone = on_gone
         self._closing = False
         self._proc: subprocess.Popen | None = None
@@ -108,6 +111,9 @@ class ModelProcess:
                 self._count(head.pop("counters", {}))
                 for generation, seconds in head.pop("gc_pauses", ()):
                     metrics.MODEL_GC_PAUSE_SECONDS.labels(str(generation)).observe(seconds)
+                if head.get("fatal"):  # the engine cannot go on; the child exits
+                    self._went_away(WorkerMustStop(head["error"]))
+                    return
                 fut = self._pending.pop(head["id"])
                 if fut.done():  # its waiter was cancelled
                     continue
@@ -118,14 +124,19 @@ class ModelProcess:
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await asyncio.sleep(0.1)  # for its exit code to be there
             code = self._proc.poll() if self._proc is not None else None
-            self._gone = ModelProcessError(
-                f"the model process went away (exit code {code}): {exc!r}")
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(self._gone)
-            self._pending.clear()
-            if self.on_gone is not None and not self._closing:
-                self.on_gone(self._gone)
+            self._went_away(ModelProcessError(
+                f"the model process went away (exit code {code}): {exc!r}"))
+
+    def _went_away(self, reason: Exception) -> None:
+        # Every waiter and later call gets a ModelProcessError; on_gone gets the reason.
+        self._gone = reason if isinstance(reason, ModelProcessError) else \
+            ModelProcessError(str(reason))
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(self._gone)
+        self._pending.clear()
+        if self.on_gone is not None and not self._closing:
+            self.on_gone(reason)
 
     def _count(self, totals: dict[str, float]) -> None:
         for name, total in totals.items():
@@ -195,18 +206,27 @@ class _Child:
         while True:
             request, batch = await queue.get()
             if batch is None:  # "forget", queued behind the batches sent before it
-                self.engine.state.forget_owned_state()
+                self.engine.forget_owned_state()
                 self.reply(request, Outgoing([], [], {}))
                 continue
             try:
                 out = await run_step(step, batch, op)
                 if op == "interactions":
                     await self.engine.state.refresh()
+            except WorkerMustStop as exc:
+                await self.fatal(request, exc)
             except Exception as exc:  # Redis gone for good: the worker decides what follows
                 log.exception("%s: batch failed", op)
                 self.reply(request, Outgoing([], [], {}), {"error": f"{op}: {exc!r}"})
                 continue
             self.reply(request, out)
+
+    async def fatal(self, request: int, exc: WorkerMustStop) -> None:
+        """Tell the worker why it must stop, then exit: no later batch may run."""
+        log.critical("%s", exc)
+        self.reply(request, Outgoing([], [], {}), {"error": str(exc), "fatal": True})
+        await self.writer.drain()
+        os._exit(3)
 
     async def control(self, request: int, op: str) -> bool:
         """Non-batch requests; False once the child should exit."""
@@ -216,14 +236,15 @@ class _Child:
                 await engine.state.load()
                 await engine.check_student()
             elif op == "refresh_models":
-                await engine.state.save_ranker()
-                await engine.check_student()
+                await engine.refresh_models()
             elif op == "close":
                 await engine.state.save_ranker()
                 if engine.content is not None:
                     engine.content.close()
             else:
                 raise ValueError(f"unknown op {op!r}")
+        except WorkerMustStop as exc:
+            await self.fatal(request, exc)
         except Exception as exc:
             self.reply(request, Outgoing([], [], {}), {"error": f"{op}: {exc!r}"})
         else:

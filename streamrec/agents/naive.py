@@ -31,8 +31,9 @@ class NaivePipeline:
         try:
             ev = decode(msg.value, EVENT_TYPE.get(msg.topic, "view"))
         except InvalidEvent as exc:
-            await producer.send(DEAD_LETTER, None, msg.value or b"", None, None,
-                                dead_letter.headers(str(exc), msg.topic, msg.partition, msg.offset))
+            value, hdrs = dead_letter.entry(msg.value, str(exc), msg.topic, msg.partition,
+                                            msg.offset)
+            await producer.send(DEAD_LETTER, None, value, None, None, hdrs)
             await self.r.hincrby(f"{self.p}:stats", "dead_letter", 1)
             return
         if ev.type == "upload":

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import redis.exceptions
 
 from streamrec.agents.engine import Incoming, Outgoing, reject
+from streamrec.errors import WorkerMustStop
 from streamrec.streams import dead_letter, metrics
 from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS
 
@@ -24,10 +25,18 @@ log = logging.getLogger(__name__)
 Step = Callable[[Sequence[Incoming]], Awaitable[Outgoing]]
 
 
-def incoming(events) -> list[Incoming]:
-    """Our view of Faust events (raw bytes and where they came from)."""
+def incoming(events, highwater: Callable[[object], int | None] | None = None
+             ) -> list[Incoming]:
+    """Our view of Faust events (raw bytes and where they came from); ``highwater`` gives a
+    partition's log end (the consumer's ``highwater``)."""
+    ends: dict = {}
+    if highwater is not None:
+        for e in events:
+            tp = e.message.tp
+            if tp not in ends:
+                ends[tp] = highwater(tp)
     return [Incoming(e.message.value, e.message.topic, e.message.partition, e.message.offset,
-                     e.message.timestamp) for e in events]
+                     e.message.timestamp, None, ends.get(e.message.tp)) for e in events]
 
 
 async def run_step(step: Step, batch: Sequence[Incoming], agent: str,
@@ -35,6 +44,8 @@ async def run_step(step: Step, batch: Sequence[Incoming], agent: str,
     for attempt in range(max_retries):
         try:
             return await step(batch)
+        except WorkerMustStop:
+            raise
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
             delay = min(0.1 * 2 ** attempt, 5.0)
             log.warning("%s: Redis unavailable (%s); retrying the batch in %.1fs", agent, exc, delay)
@@ -72,9 +83,10 @@ async def publish(producer, out: Outgoing) -> None:
             metrics.EVENTS.labels(k[len("events_"):]).inc(v)
 
 
-async def process(producer, step: Step, events, agent: str) -> Outgoing:
+async def process(producer, step: Step, events, agent: str,
+                  highwater: Callable[[object], int | None] | None = None) -> Outgoing:
     t0 = time.perf_counter()
-    batch = incoming(events)
+    batch = incoming(events, highwater)
     out = await run_step(step, batch, agent)
     await publish(producer, out)
     metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - t0)
@@ -83,7 +95,8 @@ async def process(producer, step: Step, events, agent: str) -> Outgoing:
 
 
 async def pipelined(batches, submit: Callable[[Sequence[Incoming]], Awaitable[Outgoing]],
-                    producer, agent: str, depth: int = 2) -> None:
+                    producer, agent: str, depth: int = 2,
+                    highwater: Callable[[object], int | None] | None = None) -> None:
     """Hand each batch of ``batches`` (a :class:`~streamrec.streams.batching.MicroBatches`) to
     ``submit``, which starts its work elsewhere, and take in the next while it runs; a second
     task publishes the results in order and only then acknowledges each batch. At most
@@ -102,7 +115,7 @@ async def pipelined(batches, submit: Callable[[Sequence[Incoming]], Awaitable[Ou
     finisher = asyncio.create_task(finish())
     try:
         async for events in batches:
-            item = (events, time.perf_counter(), submit(incoming(events)))
+            item = (events, time.perf_counter(), submit(incoming(events, highwater)))
             if inflight.full():  # wait for room, unless the finisher failed meanwhile
                 put = asyncio.ensure_future(inflight.put(item))
                 await asyncio.wait({put, finisher}, return_when=asyncio.FIRST_COMPLETED)

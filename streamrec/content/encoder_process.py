@@ -18,6 +18,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from streamrec.content.fusion import FixedFusion
@@ -46,20 +47,40 @@ def _encode(uploads: Sequence[Upload]) -> Encoded:
     return _encoder.encode(uploads)
 
 
+class EncoderDied(RuntimeError):
+    """The encoder process died during a batch (killed, out of memory); a new one is started."""
+
+
 class EncoderProcess:
-    """:class:`ItemEncoder` behind an ``async encode``; same version and dimension."""
+    """:class:`ItemEncoder` behind an ``async encode``; same version and dimension.
+
+    A child that dies (an out-of-memory kill, a crash in a decoder) is replaced at once: the
+    batch it was encoding fails with :class:`EncoderDied`, which the caller retries one
+    upload at a time, and :attr:`restarts` counts the replacements."""
 
     def __init__(self, image_root: str | Path | None = None) -> None:
         fusion = FixedFusion()
         self.version, self.dim = fusion.version, fusion.dim
-        root = str(image_root) if image_root is not None else None
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start_child, initargs=(root,))
-        self._pool.submit(_encode, [])  # start the child (and its models) now, not on demand
+        self._root = str(image_root) if image_root is not None else None
+        self.restarts = 0
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_child, initargs=(self._root,))
+        pool.submit(_encode, [])  # start the child (and its models) now, not on demand
+        return pool
 
     async def encode(self, uploads: Sequence[Upload]) -> Encoded:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _encode,
-                                                                list(uploads))
+        pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, _encode, list(uploads))
+        except BrokenProcessPool as exc:
+            if pool is self._pool:  # the first of the waiting batches to notice replaces it
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+                self.restarts += 1
+            raise EncoderDied(f"encoder process died, restarted: {exc}") from None
 
     def wait_ready(self) -> None:
         """Block until the child has loaded its models (tests and benchmarks)."""

@@ -27,6 +27,8 @@ from streamrec.streams.events import InvalidEvent
 #: Decoded bytes an image may take (the upload message itself is capped at 1000 KiB).
 MAX_IMAGE_BYTES = 700 * 1024
 MAX_SIDE = 4096
+#: Longer side an accepted image is kept at: the encoders read 96-224 px.
+KEPT_SIDE = 512
 FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
 
 
@@ -34,6 +36,8 @@ def _read_reference(ref: str, root: Path | None) -> bytes:
     if root is None:
         raise InvalidEvent("image reference not allowed: this worker has no image root")
     name = ref[len("file:"):]
+    if "\x00" in name:
+        raise InvalidEvent(f"bad image reference: NUL byte in {ref[:200]!r}")
     base = root.resolve()
     path = (base / name.lstrip("/")).resolve()
     if base not in path.parents:
@@ -55,7 +59,12 @@ def image_bytes(image: str, root: Path | None = None) -> bytes:
     # with "/9j/").
     if image.startswith("file:"):
         return _read_reference(image, root)
-    payload = image.split(",", 1)[1] if image.startswith("data:") else image
+    if image.startswith("data:"):
+        if "," not in image:
+            raise InvalidEvent("corrupt image: data URL without a comma before its payload")
+        payload = image.split(",", 1)[1]
+    else:
+        payload = image
     if len(payload) > MAX_IMAGE_BYTES * 4 // 3 + 4:
         raise InvalidEvent(f"image too large: {len(payload) * 3 // 4} bytes, "
                            f"limit {MAX_IMAGE_BYTES}")
@@ -66,9 +75,13 @@ def image_bytes(image: str, root: Path | None = None) -> bytes:
 
 
 def load_image(image: str, root: Path | None = None) -> Image.Image:
-    """Decode and verify an upload's image; :class:`InvalidEvent` says what is wrong."""
-    data = image_bytes(image, root)
+    """Decode and verify an upload's image; :class:`InvalidEvent` says what is wrong.
+
+    The result is at most :data:`KEPT_SIDE` pixels on its longer side: an image is decoded at
+    full size (up to 4096 x 4096, 64 MB) only while it is shrunk, so a batch of large images
+    holds one full-size image at a time, never all of them."""
     try:
+        data = image_bytes(image, root)
         with Image.open(io.BytesIO(data)) as probe:
             fmt, (w, h) = probe.format, probe.size
             if fmt not in FORMATS:
@@ -76,12 +89,15 @@ def load_image(image: str, root: Path | None = None) -> Image.Image:
             if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE):
                 raise InvalidEvent(f"image size out of range: {w}x{h}, limit {MAX_SIDE}")
             probe.verify()  # checksums and truncation, without decoding pixels
-        im = Image.open(io.BytesIO(data))
-        im.load()
-        return im.convert("RGB")
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (KEPT_SIDE, KEPT_SIDE))  # JPEG: decode at a reduced scale
+            im.load()
+            kept = im.convert("RGB")
+        kept.thumbnail((KEPT_SIDE, KEPT_SIDE))
+        return kept
     except InvalidEvent:
         raise
     except UnidentifiedImageError:
         raise InvalidEvent("corrupt image: cannot identify image file") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # decoders raise many types; any of them means a corrupt image
         raise InvalidEvent(f"corrupt image: {exc}"[:300]) from None

@@ -22,12 +22,14 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:offsets            hash "topic:partition" -> last applied offset
     {p}:ranker             JSON ranker state (weights and scaler statistics)
     {p}:stats              hash of counters (events, recommendations, dead letters)
+    {p}:state-id           random id created with the state: its absence means the state is gone
 """
 
 from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Iterable
 
@@ -36,6 +38,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from streamrec.content.embedding_cache import EmbeddingCache
+from streamrec.errors import WorkerMustStop
 from streamrec.online_models.blend import Blend
 from streamrec.online_models.popularity import EPOCH_HALF_LIVES
 
@@ -90,6 +93,10 @@ return 1
 """
 
 
+class StateLost(WorkerMustStop):
+    """The shared state this worker loaded is no longer in Redis."""
+
+
 class SharedState:
     """Reads and writes one :class:`Blend`'s state in Redis."""
 
@@ -127,6 +134,11 @@ class SharedState:
         #: What a failed write-back held, resent with the next one: offsets, and increments
         #: (JSON) with the offsets that guard them.
         self._unwritten_offsets: dict[str, int] = {}
+        #: Offsets taken back by :meth:`reset_applied`, written whatever Redis holds.
+        self._reset_offsets: dict[str, int] = {}
+        #: The random id that marks this state in Redis, read at :meth:`load` (None: before).
+        self.marker: bytes | None = None
+        self._marker_key = f"{prefix}:state-id"
         self._in_doubt: list[tuple[bytes, dict[str, int]]] = []
         self._co_loaded: dict[int, float] = {}
         self._last_refresh = 0.0
@@ -135,6 +147,26 @@ class SharedState:
         self._items_seen_ts = -math.inf
 
     # ---- users ---------------------------------------------------------------------------
+
+    def reset_applied(self, part: str, offset: int) -> None:
+        """Take ``part``'s applied offset back to ``offset`` (its log was recreated): in
+        Redis with the next write-back, whatever it held."""
+        self._applied[part] = offset
+        self._applied_read.add(part)
+        self._unwritten_offsets.pop(part, None)
+        self._reset_offsets[part] = offset
+
+    async def check_marker(self) -> None:
+        """:class:`StateLost` if the shared state this worker loaded has gone from Redis."""
+        self._check_marker(await self.r.get(self._marker_key))
+
+    def _check_marker(self, found: bytes | None) -> None:
+        if self.marker is not None and found != self.marker:
+            raise StateLost(
+                f"the shared state in Redis is gone (its marker {self._marker_key} is "
+                f"{'missing' if found is None else 'another'}): Redis restarted without "
+                f"persistence, was flushed or replaced; stopping rather than serve and write "
+                f"from a partial state (see docs/operations.md)")
 
     def forget_owned_state(self) -> None:
         """After a rebalance: drop the local user copies and applied offsets, which another
@@ -276,7 +308,8 @@ class SharedState:
         pipe = self.r.pipeline(transaction=True)
         for part, off in offsets.items():  # learned locally, whether or not this write lands
             self._applied[part] = max(off, self._applied.get(part, -1))
-        offsets = dict(offsets)
+        offsets = {**self._reset_offsets, **offsets}
+        self._reset_offsets = {}
         for part, off in self._unwritten_offsets.items():
             offsets[part] = max(off, offsets.get(part, -1))
         self._unwritten_offsets = {}
@@ -328,12 +361,14 @@ class SharedState:
             pipe.hincrby(f"{self.p}:stats", name, n)
         if groups_json is not None:
             in_doubt.append((groups_json, offsets))
+        # In the transaction, so a state gone between two batches is noticed by the next one.
+        pipe.get(self._marker_key)
         return self._execute(pipe, in_doubt, vectors, users, offsets, counters)
 
     async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
                        offsets: dict[str, int], counters: dict[str, int]) -> list:
         try:
-            return await pipe.execute()
+            results = await pipe.execute()
         except BaseException:
             if counters:  # increments too: resent with the same guard, counted once
                 in_doubt.append((orjson.dumps([["h", f"{self.p}:stats",
@@ -347,6 +382,8 @@ class SharedState:
             for part, off in offsets.items():
                 self._unwritten_offsets[part] = max(off, self._unwritten_offsets.get(part, -1))
             raise
+        self._check_marker(results[-1])
+        return results
 
     # ---- items ----------------------------------------------------------------------------
 
@@ -360,7 +397,10 @@ class SharedState:
         await pipe.execute()
 
     async def load(self) -> None:
-        """At start-up: everything shared, and the last saved ranker."""
+        """At start-up: the state's marker (created with the state), everything shared, and
+        the last saved ranker."""
+        await self.r.set(self._marker_key, uuid.uuid4().hex, nx=True)
+        self.marker = await self.r.get(self._marker_key)
         await self.refresh(force=True)
         raw = await self.r.get(f"{self.p}:ranker")
         if raw is not None:

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import time
+from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
@@ -20,11 +21,12 @@ from streamrec.agents.runner import pipelined, process
 from streamrec.config import Settings
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.embedded import free_port
+from streamrec.errors import WorkerMustStop
 from streamrec.online_models.blend import Blend
-from streamrec.online_models.shared_state import SharedState
+from streamrec.online_models.shared_state import SharedState, StateLost
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.snapshots.store import SnapshotStore
-from streamrec.streams import metrics, topics
+from streamrec.streams import dead_letter, metrics, topics
 from streamrec.streams.batching import MicroBatches, micro_batches
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
@@ -53,13 +55,15 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
                              student) if student is not None else None
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
-               students=students)
+               students=students, on_offset_reset=settings.on_offset_reset)
 
 
 def create_app(settings: Settings) -> App:
     """A Faust app with the interactions, uploads and rec-requests agents registered."""
     if not settings.kafka or not settings.redis:
         raise ValueError("settings.kafka and settings.redis must be set (or use --embedded)")
+    datadir = Path(settings.data_dir) / f"faust-{settings.app_id}"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = App(
         settings.app_id,
         broker=f"kafka://{settings.kafka}",
@@ -69,12 +73,14 @@ def create_app(settings: Settings) -> App:
         topic_replication_factor=settings.replication,
         consumer_auto_offset_reset="earliest",
         store="memory://",
-        datadir=os.path.join(settings.data_dir, f"faust-{settings.app_id}"),
+        datadir=str(datadir),
         # Faust binds 0.0.0.0 by default, and two workers on one port crash: be explicit.
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port or free_port(),
         producer_linger_ms=5,
+        # Dead letters carry the rejected message intact (streams/dead_letter.py).
+        producer_max_request_size=dead_letter.MAX_MESSAGE_BYTES,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         # Records merged by timestamp across partitions and topics, not round-robin: a
@@ -95,7 +101,7 @@ def create_app(settings: Settings) -> App:
     async def on_assigned(sender, assigned, **kwargs):
         # Users and partitions may have moved on elsewhere while this worker did not own them.
         if engine is not None:
-            engine.state.forget_owned_state()
+            engine.forget_owned_state()
         elif model is not None and starting is not None and starting.done():
             await model.call("forget")
         await redis.hset(f"{settings.app_id}:workers", worker_id(), orjson.dumps({
@@ -112,16 +118,19 @@ def create_app(settings: Settings) -> App:
 
         return app
 
-    stopping: ModelProcessError | None = None
+    stopping: Exception | None = None
 
-    def model_gone(exc: ModelProcessError) -> None:
-        # Its batches in flight were taken from the stream but never acked: only a restart
+    def model_gone(exc: Exception) -> None:
+        # The model process died, or the engine found it cannot go on (WorkerMustStop).
+        # Batches in flight were taken from the stream but never acked: only a restart
         # from the committed offsets processes them again. Not carrying on without models.
         # Once: the reader of its replies and every agent waiting on it all report it.
         nonlocal stopping
         if stopping is not None:
             return
         stopping = exc
+        if isinstance(exc, WorkerMustStop):
+            metrics.STATE_LOST.inc(isinstance(exc, StateLost))
         log.critical("%s; stopping the worker", exc)
         # The graceful stop commits what was acked, then waits for the streams' acks, which
         # the batches in flight can no longer give: exit (non-zero) if it waits that long.
@@ -160,20 +169,25 @@ def create_app(settings: Settings) -> App:
         """An agent that runs ``op`` over micro-batches of ``names``: in the model process,
         taking in the next batch meanwhile, or here, one batch at a time."""
         async def agent(stream):
+            highwater = app.consumer.highwater
             if model is not None:
                 try:
                     await ensure_started()
                     await pipelined(MicroBatches(stream, size, within_s),
-                                    lambda batch: model.submit(op, batch), app.producer, name)
+                                    lambda batch: model.submit(op, batch), app.producer, name,
+                                    highwater=highwater)
                 except ModelProcessError as exc:
                     model_gone(exc)
                 return
             step = getattr(engine, op)
-            async for events in micro_batches(stream, size, within_s):
-                await ensure_started()
-                await process(app.producer, step, events, name)
-                if op == "interactions":
-                    await engine.state.refresh()
+            try:
+                async for events in micro_batches(stream, size, within_s):
+                    await ensure_started()
+                    await process(app.producer, step, events, name, highwater)
+                    if op == "interactions":
+                        await engine.state.refresh()
+            except WorkerMustStop as exc:
+                model_gone(exc)
 
         app.agent(topic(*names), name=name.replace("-", "_"))(agent)
 
@@ -193,10 +207,9 @@ def create_app(settings: Settings) -> App:
             if model is not None:
                 await model.call("refresh_models")
                 return
-            await engine.state.save_ranker()
-            # In a consumer group only one worker gets each announcement: the others find
-            # the new student here, within one refresh interval.
-            await engine.check_student()
+            await engine.refresh_models()
+        except WorkerMustStop as exc:
+            model_gone(exc)
         except (RedisError, OSError, ModelProcessError) as exc:
             log.warning("model refresh skipped, Redis unavailable: %s", exc)
 

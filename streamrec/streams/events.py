@@ -27,7 +27,8 @@ import orjson
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
 #: Interactions and requests are tiny; anything bigger is a bug or an attack.
 MAX_INTERACTION_BYTES = 4 * 1024
-#: Uploads may carry an inline image (issue 3); stay under Kafka's default 1 MiB message limit.
+#: Uploads may carry an inline image; with its headers, an upload's dead letter stays under
+#: Kafka's default 1 MiB message limit.
 MAX_UPLOAD_BYTES = 1000 * 1024
 MAX_TITLE = 512
 MAX_DESCRIPTION = 8 * 1024
@@ -224,15 +225,22 @@ def from_dict(d: Any, expected_type: str | None = None) -> Event:
     if not isinstance(d, dict):
         raise InvalidEvent(f"wrong type: event must be a JSON object, got {type(d).__name__}")
     declared = d.get("type")
+    if declared is not None and not isinstance(declared, str):
+        raise InvalidEvent(f"wrong type: type must be a string, got {type(declared).__name__}")
     if declared is not None and declared not in _PARSERS:
-        raise InvalidEvent(f"unknown event type: {str(declared)[:40]!r}")
+        raise InvalidEvent(f"unknown event type: {declared[:40]!r}")
     if expected_type is None:
         if declared is None:
             raise InvalidEvent("missing field: type")
         expected_type = declared
     elif declared is not None and declared != expected_type:
         raise InvalidEvent(f"unknown event type: {declared!r} does not belong on the {expected_type} stream")
-    return _PARSERS[expected_type](d)
+    try:
+        return _PARSERS[expected_type](d)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a shape no check above foresaw: still a reason, never a crash
+        raise InvalidEvent(f"malformed event: {exc!r}"[:300]) from None
 
 
 def decode(raw: bytes | None, expected_type: str | None = None) -> Event:
@@ -242,6 +250,8 @@ def decode(raw: bytes | None, expected_type: str | None = None) -> Event:
     limit = _LIMITS.get(expected_type or "upload", MAX_UPLOAD_BYTES)
     if len(raw) > limit:
         raise InvalidEvent(f"oversized payload: {len(raw)} bytes, limit {limit}")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InvalidEvent(f"wrong type: message value must be bytes, got {type(raw).__name__}")
     try:
         d = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

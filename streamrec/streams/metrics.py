@@ -25,6 +25,14 @@ STUDENT_SWAPS = Counter("streamrec_student_swaps", "Students taken into service"
                         registry=REGISTRY)
 STUDENT_REJECTED = Counter("streamrec_student_rejected", "Student snapshots refused (corrupt, "
                            "truncated, wrong shape)", registry=REGISTRY)
+ENCODER_RESTARTS = Counter("streamrec_encoder_restarts", "Encoder processes replaced after "
+                           "dying (killed, out of memory)", registry=REGISTRY)
+
+OFFSET_RESETS = Counter("streamrec_offset_resets", "Partitions found behind the offsets already "
+                        "applied from them (topic recreated, broker data lost)", ["partition"],
+                        registry=REGISTRY)
+STATE_LOST = Counter("streamrec_state_lost", "Times this worker found the shared state in "
+                     "Redis gone (and stopped)", registry=REGISTRY)
 
 
 def render() -> bytes:
