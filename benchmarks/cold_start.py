@@ -4,8 +4,8 @@ most any model could add on the synthetic world.
 For each world seed (and MovieLens-100K unless ``--no-movielens``), the blend and the blend
 without content run the evaluation protocol over the log: the first half learned, the second
 scored. Printed per log: HR@10, cold HR@10 (clicks on items nobody had clicked), new-item
-HR@10 (those of them on items that appeared at most 1% of the log's span earlier: issue 3's
-definition) and the ratios with / without content.
+HR@10 (those of them on items that appeared at most 1% of the log's span earlier: the
+evaluation's definition) and the ratios with / without content.
 
 The world knows its users' true tastes, so for it the script also prints a ceiling: the share
 of scored new-item clicks whose item is in the top 10 of the 25 newest items the user has not

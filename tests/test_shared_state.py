@@ -143,7 +143,7 @@ async def test_applied_offsets_are_read_once_per_assignment_and_advanced_locally
 
 
 async def test_the_pass_through_ceiling_writes_what_the_pipeline_writes(redis_client, tmp_path):
-    # Issue 2's ceiling has "the same reads, batching and writes but no model work": the same
+    # The ceiling has "the same reads, batching and writes but no model work": the same
     # keys, the same counter and pair increments, a vector for each item and user it touched.
     import time
 
