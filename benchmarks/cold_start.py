@@ -29,10 +29,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.simulator.evaluate import (  # noqa: E402
-    blend_without_content, blend_without_student, encode_uploads, first_event_after, prequential)
+from streamrec.evaluation.prequential import (  # noqa: E402
+    blend_without_content,
+    blend_without_student,
+    encode_uploads,
+    first_event_after,
+    prequential,
+)
+from streamrec.records.events import Click, Upload, View  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
-from streamrec.streams.events import Click, Upload, View  # noqa: E402
 
 
 def count_interactions(events) -> int:

@@ -45,13 +45,26 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
-from streamrec.online_models.shared_state import read_stats  # noqa: E402
+from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
-from streamrec.streams.dead_letter import REASON, reason_kind  # noqa: E402
-from streamrec.streams.events import (  # noqa: E402
-    MAX_DESCRIPTION, MAX_INTERACTION_BYTES, MAX_K, MAX_TAG, MAX_TAGS, MAX_TITLE, MAX_UPLOAD_BYTES)
-from streamrec.streams.topics import (  # noqa: E402
-    CLICKS, DEAD_LETTER, REC_REQUESTS, UPLOADS, VIEWS, ensure_topics)
+from streamrec.records.dead_letter import REASON, reason_kind  # noqa: E402
+from streamrec.records.events import (  # noqa: E402
+    MAX_DESCRIPTION,
+    MAX_INTERACTION_BYTES,
+    MAX_K,
+    MAX_TAG,
+    MAX_TAGS,
+    MAX_TITLE,
+    MAX_UPLOAD_BYTES,
+)
+from streamrec.records.topics import (  # noqa: E402
+    CLICKS,
+    DEAD_LETTER,
+    REC_REQUESTS,
+    UPLOADS,
+    VIEWS,
+    ensure_topics,
+)
 
 APP_ID = "fuzz"
 #: Fixed event times: a seed gives the same bytes on any day.

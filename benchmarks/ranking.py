@@ -35,18 +35,21 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.online_models.blend import Blend  # noqa: E402
-from streamrec.simulator.evaluate import encode_uploads  # noqa: E402
+from streamrec.evaluation.prequential import encode_uploads  # noqa: E402
+from streamrec.models.blend import Blend  # noqa: E402
+from streamrec.records.events import Upload  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
-from streamrec.streams.events import Upload  # noqa: E402
 
 
 def load_other_blend(checkout: Path, into: Path) -> type:
     """The ``Blend`` class of another checkout, importable beside ours: its package copied to
     ``into/streamrec_against`` with its absolute imports renamed."""
     src = checkout / "streamrec"
-    if not (src / "online_models" / "blend.py").is_file():
-        raise SystemExit(f"--against {checkout}: no streamrec/online_models/blend.py there")
+    # Either layout: the blend moved from online_models/ to models/.
+    package = next((p for p in ("models", "online_models") if (src / p / "blend.py").is_file()),
+                   None)
+    if package is None:
+        raise SystemExit(f"--against {checkout}: no streamrec/models/blend.py there")
     dst = into / "streamrec_against"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
     for py in dst.rglob("*.py"):
@@ -54,7 +57,7 @@ def load_other_blend(checkout: Path, into: Path) -> type:
         text = re.sub(r"\b(from|import) streamrec\b", r"\1 streamrec_against", text)
         py.write_text(re.sub(r"\bstreamrec\.", "streamrec_against.", text))
     sys.path.insert(0, str(into))
-    return importlib.import_module("streamrec_against.online_models.blend").Blend
+    return importlib.import_module(f"streamrec_against.{package}.blend").Blend
 
 
 def measure(blends: dict, interactions: list, cut: int, batch: int) -> dict:

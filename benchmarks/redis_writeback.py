@@ -31,11 +31,16 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.embedded import (  # noqa: E402
-    REDIS_MODEL_SETTINGS, free_port, redis_binary, redis_ready, wait_ready)
-from streamrec.online_models.blend import Blend  # noqa: E402
-from streamrec.online_models.shared_state import SharedState  # noqa: E402
+    REDIS_MODEL_SETTINGS,
+    free_port,
+    redis_binary,
+    redis_ready,
+    wait_ready,
+)
+from streamrec.engine.shared_state import SharedState  # noqa: E402
+from streamrec.models.blend import Blend  # noqa: E402
+from streamrec.records.events import Click, Upload  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
-from streamrec.streams.events import Click, Upload  # noqa: E402
 
 SERVERS = {"default encoding": [], "skip lists (embedded)": REDIS_MODEL_SETTINGS}
 

@@ -33,10 +33,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.models.student_scorer import StudentScorer  # noqa: E402
 from streamrec.simulator.movielens import movielens_100k  # noqa: E402
-from streamrec.snapshots.distill import TrainConfig, train_models  # noqa: E402
-from streamrec.snapshots.student_scorer import StudentScorer  # noqa: E402
-from streamrec.snapshots.training_log import TrainingLog  # noqa: E402
+from streamrec.training.distill import TrainConfig, train_models  # noqa: E402
+from streamrec.training.training_log import TrainingLog  # noqa: E402
 
 
 def median_seconds(fn, repeats: int) -> float:

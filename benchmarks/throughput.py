@@ -47,14 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamrec.content.embedding_cache import EmbeddingCache  # noqa: E402
 from streamrec.content.fusion import FixedFusion  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
+from streamrec.engine.shared_state import read_stats  # noqa: E402
+from streamrec.evaluation.prequential import encode_uploads  # noqa: E402
 from streamrec.heap import freeze_startup_objects  # noqa: E402
-from streamrec.online_models.shared_state import read_stats  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
-from streamrec.simulator.evaluate import encode_uploads  # noqa: E402
+from streamrec.records.topics import RECOMMENDATIONS, ensure_topics  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
-from streamrec.streams.topics import RECOMMENDATIONS, ensure_topics  # noqa: E402
-
 
 WORKER_ENV: dict[str, str] = {}
 

@@ -32,14 +32,14 @@ import redis.asyncio as aioredis  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.content.index import EmbeddingIndex  # noqa: E402
 from streamrec.content.item_encoder import ItemEncoder  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
-from streamrec.online_models.shared_state import read_stats  # noqa: E402
+from streamrec.engine.shared_state import read_stats  # noqa: E402
+from streamrec.models.index import EmbeddingIndex  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
+from streamrec.records.topics import ensure_topics  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
-from streamrec.streams.topics import ensure_topics  # noqa: E402
 
 
 def uploads(world: World, n: int, ts: float) -> list:

@@ -63,7 +63,7 @@ def worker(
     loglevel: str = typer.Option("warning", help="Faust log level"),
 ) -> None:
     """Run a Faust worker: consume events, update the models, publish recommendations."""
-    from streamrec.worker import run_worker
+    from streamrec.streams.worker import run_worker
 
     s = _settings(kafka, redis, partitions)
     s.engine = engine or s.engine
@@ -120,8 +120,8 @@ def simulate(
 
 
 async def _publish_with_progress(events, s: Settings, total: Optional[int] = None, **kw):
+    from streamrec.records.topics import ensure_topics
     from streamrec.simulator.publish import publish
-    from streamrec.streams.topics import ensure_topics
 
     await ensure_topics(s.kafka, s.partitions, s.replication)
     with _progress() as progress:
@@ -232,7 +232,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
 ) -> None:
     """Prequential (test-then-train) evaluation of the online models, without Kafka."""
-    from streamrec.simulator.evaluate import default_models, encode_uploads, prequential
+    from streamrec.evaluation.prequential import default_models, encode_uploads, prequential
 
     if dataset:
         events = _dataset(dataset)
@@ -265,7 +265,7 @@ def evaluate(
                 wanted = [m for m in wanted if m not in distilled]
                 train = False
         if trained is not None:
-            from streamrec.simulator.evaluate import distilled_models
+            from streamrec.evaluation.prequential import distilled_models
 
             chosen.update(distilled_models(trained, seed))
             w = trained.window
@@ -328,9 +328,9 @@ def _train_for_evaluation(events, fraction: float, content: bool, epochs: Option
     interactions; returns the round, the content embeddings and the first scored event."""
     import numpy as np
 
-    from streamrec.simulator.evaluate import first_event_after
-    from streamrec.snapshots.distill import TrainConfig, train_models
-    from streamrec.snapshots.training_log import TrainingLog
+    from streamrec.evaluation.prequential import first_event_after
+    from streamrec.training.distill import TrainConfig, train_models
+    from streamrec.training.training_log import TrainingLog
 
     log = TrainingLog.from_events(events)
     if content:
@@ -387,7 +387,7 @@ def train(
         raise typer.Exit(2)
     if log is not None and not log.is_file():
         raise typer.BadParameter(f"{log} does not exist")
-    from streamrec.snapshots.distill import TrainConfig
+    from streamrec.training.distill import TrainConfig
 
     cfg = TrainConfig(device=device)
     if epochs:
@@ -435,8 +435,8 @@ async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, for
 async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, force,
                      directory, keep, as_json) -> None:
     """Read the window, train, judge, maybe publish, print the summary."""
-    from streamrec.snapshots.log_reader import latest_interactions, read_log
-    from streamrec.snapshots.trainer import run_round
+    from streamrec.training.log_reader import latest_interactions, read_log
+    from streamrec.training.trainer import run_round
 
     with _progress() as progress:
         if log is not None:

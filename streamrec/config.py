@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-
 #: The worker consumer's fetch wait unless ``STREAMREC_FETCH_MAX_WAIT_MS`` says otherwise.
 DEFAULT_FETCH_MAX_WAIT_MS = 10
 

@@ -19,14 +19,14 @@ from rich.live import Live
 from rich.table import Table
 
 from streamrec.embedded import EmbeddedRuntime
+from streamrec.engine.shared_state import read_stats
 from streamrec.heap import freeze_startup_objects
 from streamrec.processes import Process, start_worker, wait_for_worker
+from streamrec.records.events import Click, Event, View
+from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
 from streamrec.simulator.publish import publish, start_producer
 from streamrec.simulator.tail import render
 from streamrec.simulator.world import World, WorldConfig
-from streamrec.streams.events import Click, Event, View
-from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
-from streamrec.online_models.shared_state import read_stats
 
 #: Bad events the demo mixes in, so the dead-letter path is visible.
 BAD_EVENTS = [
@@ -142,7 +142,7 @@ async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event, t0: float
             for tp, msgs in batches.items():
                 for m in msgs:
                     if tp.topic == DEAD_LETTER:
-                        from streamrec.streams.dead_letter import reason_kind, reason_of
+                        from streamrec.records.dead_letter import reason_kind, reason_of
                         seen.dead[reason_kind(reason_of(m.headers))] += 1
                         continue
                     d = orjson.loads(m.value)

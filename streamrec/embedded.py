@@ -60,7 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-#: Redis settings for the model state (see ``online_models.shared_state``): co-visitation
+#: Redis settings for the model state (see ``engine.shared_state``): co-visitation
 #: neighbour lists are zsets of up to 200 members gaining 2,000-3,000 ZINCRBYs per 500 events.
 #: In the compact encoding each increment scans and rewrites the list (ZINCRBY 5.9 us here);
 #: always skip lists make it 2.6 us and the write-back's Lua call ~1.47x shorter, for 2.4x the

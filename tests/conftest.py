@@ -15,11 +15,11 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamrec.processes import start_worker, wait_for_worker
 from streamrec.embedded import EmbeddedRuntime
-from streamrec.streams.dead_letter import reason_of
-from streamrec.streams.events import Event, Upload, encode
-from streamrec.streams.topics import DEAD_LETTER, RECOMMENDATIONS, TOPIC_OF, ensure_topics
+from streamrec.processes import start_worker, wait_for_worker
+from streamrec.records.dead_letter import reason_of
+from streamrec.records.events import Event, Upload, encode
+from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS, TOPIC_OF, ensure_topics
 
 
 def uid(prefix: str) -> str:

@@ -14,8 +14,8 @@ from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.content.encoders import ImageEncoder, TextEncoder
 from streamrec.content.images import KEPT_SIDE, MAX_IMAGE_BYTES, MAX_SIDE, load_image
 from streamrec.content.item_encoder import ItemEncoder
+from streamrec.records.events import InvalidEvent, Upload
 from streamrec.simulator.render import render_item, to_base64_png
-from streamrec.streams.events import InvalidEvent, Upload
 
 
 def test_image_weights_recognise_imagenet_classes():

@@ -13,20 +13,19 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from conftest import send, uid
 
-from streamrec.agents.engine import Incoming
+from streamrec import metrics
 from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime
-from streamrec.errors import WorkerMustStop
-from streamrec.online_models.shared_state import StateLost, read_stats
+from streamrec.engine.build import build_engine
+from streamrec.engine.engine import Incoming
+from streamrec.engine.shared_state import StateLost, read_stats
 from streamrec.processes import start_worker, wait_for_worker
-from streamrec.streams import metrics
-from streamrec.streams.app import build_engine
-from streamrec.streams.dead_letter import TRUNCATED_BYTES
-from streamrec.streams.events import MAX_UPLOAD_BYTES, View, encode
-from streamrec.streams.topics import ensure_topics
-
-from conftest import send, uid
+from streamrec.records.dead_letter import TRUNCATED_BYTES
+from streamrec.records.errors import WorkerMustStop
+from streamrec.records.events import MAX_UPLOAD_BYTES, View, encode
+from streamrec.records.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +143,7 @@ async def test_compressed_batches_are_consumed(runtime, redis_client, worker, co
 
 
 async def test_unusable_image_references_are_dead_lettered(producer, collector, worker):
-    from streamrec.streams.events import Upload
+    from streamrec.records.events import Upload
 
     uploads = {"data:image/png;base64": "corrupt image: data URL without a comma",
                "file:a\x00b.png": "bad image reference: NUL byte"}

@@ -5,8 +5,16 @@ import json
 import orjson
 import pytest
 
-from streamrec.streams.events import (Click, InvalidEvent, RecRequest, Upload, View, decode,
-                                      encode, from_dict)
+from streamrec.records.events import (
+    Click,
+    InvalidEvent,
+    RecRequest,
+    Upload,
+    View,
+    decode,
+    encode,
+    from_dict,
+)
 
 VALID_VIEW = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 1_700_000_000.5,
               "position": 3, "dwell_ms": 1200}

@@ -11,18 +11,18 @@ import time
 import faust
 import orjson
 import pytest
-
-from streamrec.agents import frames
-from streamrec.agents.engine import Incoming, Outgoing
-from streamrec.agents.model_process import ModelProcess, ModelProcessError
-from streamrec.agents.runner import pipelined
-from streamrec.config import Settings
-from streamrec.processes import start_worker, wait_for_worker
-from streamrec.streams import dead_letter, metrics
-from streamrec.streams.batching import MicroBatches
-from streamrec.streams.events import Click, View, encode
-
 from conftest import uid
+
+from streamrec import metrics
+from streamrec.config import Settings
+from streamrec.engine import frames
+from streamrec.engine.engine import Incoming, Outgoing
+from streamrec.engine.model_process import ModelProcess, ModelProcessError
+from streamrec.engine.runner import pipelined
+from streamrec.processes import start_worker, wait_for_worker
+from streamrec.records import dead_letter
+from streamrec.records.events import Click, View, encode
+from streamrec.streams.batching import MicroBatches
 
 
 def test_a_reply_round_trips_lists_dead_letters_and_counts():

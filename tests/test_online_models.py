@@ -4,18 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.online_models.base import head_by_score, smallest_per_row
-from streamrec.online_models.blend import Blend
-from streamrec.content.index import EmbeddingIndex
-from streamrec.online_models.catalog import Catalog
-from streamrec.online_models.content import ContentSource
-from streamrec.online_models.covisitation import CoVisitation
-from streamrec.online_models.freshness import Freshness
-from streamrec.online_models.isgd import ISGD
-from streamrec.online_models.popularity import EPOCH_HALF_LIVES, DecayedPopularity
-from streamrec.online_models.river_mf import RiverBiasedMF
-from streamrec.simulator.evaluate import prequential
-from streamrec.streams.events import Click, Upload, View
+from streamrec.evaluation.prequential import prequential
+from streamrec.models.base import head_by_score, smallest_per_row
+from streamrec.models.blend import Blend
+from streamrec.models.catalog import Catalog
+from streamrec.models.content import ContentSource
+from streamrec.models.covisitation import CoVisitation
+from streamrec.models.freshness import Freshness
+from streamrec.models.index import EmbeddingIndex
+from streamrec.models.isgd import ISGD
+from streamrec.models.popularity import EPOCH_HALF_LIVES, DecayedPopularity
+from streamrec.models.river_mf import RiverBiasedMF
+from streamrec.records.events import Click, Upload, View
 
 
 def test_popularity_halves_per_half_life_and_survives_epoch_changes():

@@ -6,11 +6,10 @@ import time
 
 import orjson
 import pytest
-
-from streamrec.streams.events import Click, RecRequest, Upload, View
-from streamrec.online_models.shared_state import read_stats
-
 from conftest import send, uid
+
+from streamrec.engine.shared_state import read_stats
+from streamrec.records.events import Click, RecRequest, Upload, View
 
 pytestmark = pytest.mark.integration
 

@@ -7,12 +7,11 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from conftest import uid
 
 from streamrec.embedded import free_port
-from streamrec.online_models.blend import Blend
-from streamrec.online_models.shared_state import APPLY_INCREMENTS, SharedState
-
-from conftest import uid
+from streamrec.engine.shared_state import APPLY_INCREMENTS, SharedState
+from streamrec.models.blend import Blend
 
 pytestmark = pytest.mark.integration
 
@@ -147,10 +146,10 @@ async def test_the_pass_through_ceiling_writes_what_the_pipeline_writes(redis_cl
     # keys, the same counter and pair increments, a vector for each item and user it touched.
     import time
 
-    from streamrec.agents.engine import Incoming
     from streamrec.config import Settings
-    from streamrec.streams.app import build_engine
-    from streamrec.streams.events import Click, View, encode
+    from streamrec.engine.build import build_engine
+    from streamrec.engine.engine import Incoming
+    from streamrec.records.events import Click, View, encode
 
     now = time.time()
     batch = [Incoming(encode((Click if clicked else View)(f"e{n}", user, item, now + ts)),

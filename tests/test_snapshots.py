@@ -8,17 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from streamrec.online_models.student import StudentSource
-from streamrec.simulator.movielens import movielens_100k
-from streamrec.snapshots import teacher as teacher_module
-from streamrec.snapshots.distill import (TrainConfig, Window, split_examples, train_models,
-                                         train_teacher)
-from streamrec.snapshots.store import SnapshotError, SnapshotStore
-from streamrec.snapshots.student_scorer import StudentScorer, quantise_int8
-from streamrec.snapshots.training_log import TrainingLog
-
 from conftest import uid
+
+from streamrec.models.student import StudentSource
+from streamrec.models.student_scorer import StudentScorer, quantise_int8
+from streamrec.records.errors import SnapshotError
+from streamrec.simulator.movielens import movielens_100k
+from streamrec.snapshots.store import SnapshotStore
+from streamrec.training import teacher as teacher_module
+from streamrec.training.distill import (
+    TrainConfig,
+    Window,
+    split_examples,
+    train_models,
+    train_teacher,
+)
+from streamrec.training.training_log import TrainingLog
 
 SMALL = TrainConfig(teacher_epochs=2, student_epochs=(1, 1), batch=128, negatives=127)
 

@@ -16,17 +16,17 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-
 from conftest import Collector
+
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.processes import start_worker, wait_for_worker
+from streamrec.records.topics import MODEL_UPDATES, ensure_topics
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
-from streamrec.snapshots.distill import TrainConfig, train_models
 from streamrec.snapshots.store import SnapshotStore
-from streamrec.snapshots.trainer import announcement
-from streamrec.snapshots.training_log import TrainingLog
-from streamrec.streams.topics import MODEL_UPDATES, ensure_topics
+from streamrec.training.distill import TrainConfig, train_models
+from streamrec.training.trainer import announcement
+from streamrec.training.training_log import TrainingLog
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from streamrec.processes import start_worker, wait_for_worker
 from streamrec.embedded import EmbeddedRuntime
+from streamrec.engine.shared_state import read_stats
+from streamrec.processes import start_worker, wait_for_worker
+from streamrec.records.topics import ensure_topics
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
-from streamrec.streams.topics import ensure_topics
-from streamrec.online_models.shared_state import read_stats
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from streamrec.content.fusion import FixedFusion
 from streamrec.content.item_encoder import Encoded, ItemEncoder
-from streamrec.streams.events import Upload
+from streamrec.records.events import Upload
 
 _encoder: ItemEncoder | None = None
 NICENESS = 10

@@ -10,7 +10,7 @@ them.
 >>> load_image("bm90IGFuIGltYWdl")
 Traceback (most recent call last):
 ...
-streamrec.streams.events.InvalidEvent: corrupt image: cannot identify image file
+streamrec.records.events.InvalidEvent: corrupt image: cannot identify image file
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from streamrec.streams.events import InvalidEvent
+from streamrec.records.events import InvalidEvent
 
 #: Decoded bytes an image may take (the upload message itself is capped at 1000 KiB).
 MAX_IMAGE_BYTES = 700 * 1024

@@ -12,7 +12,7 @@ import numpy as np
 from streamrec.content.encoders import IMAGE_DIM, TEXT_DIM, ImageEncoder, TextEncoder
 from streamrec.content.fusion import FixedFusion
 from streamrec.content.images import load_image
-from streamrec.streams.events import InvalidEvent, Upload
+from streamrec.records.events import InvalidEvent, Upload
 
 
 def upload_text(up: Upload) -> str:

@@ -1,1 +1,1 @@
-"""Synthetic worlds, log files, MovieLens-100K, publishing, prequential evaluation, tail."""
+"""Synthetic worlds, log files and MovieLens-100K as event sources; publishing them; tail."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from streamrec.streams.events import Event, InvalidEvent, encode, from_dict
+from streamrec.records.events import Event, InvalidEvent, encode, from_dict
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
-from streamrec.streams.events import Click, Event, Upload, View
+from streamrec.records.events import Click, Event, Upload, View
 
 
 class DatasetMissing(RuntimeError):

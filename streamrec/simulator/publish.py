@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 
-from streamrec.streams.events import Event, Upload, encode
-from streamrec.streams.topics import TOPIC_OF
+from streamrec.records.events import Event, Upload, encode
+from streamrec.records.topics import TOPIC_OF
 
 
 def key_of(ev: Event) -> bytes:

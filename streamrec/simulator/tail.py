@@ -7,7 +7,7 @@ import sys
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streamrec.streams import dead_letter
+from streamrec.records import dead_letter
 
 
 def render(value: bytes) -> str:

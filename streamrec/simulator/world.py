@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.records.events import Click, Event, Upload, View
 from streamrec.simulator.render import render_item, to_base64_png
-from streamrec.streams.events import Click, Event, Upload, View
 
 #: Per-topic vocabularies (real words, so a text encoder's semantics carry the topic signal).
 TOPICS = {

@@ -1,4 +1,2 @@
-"""Versioned model state and student weights (teacher training, distillation, hot swap).
-
-Empty until the teacher/student issue lands; the ranker state is kept in Redis meanwhile
-(see ``streamrec.online_models.shared_state``)."""
+"""Versioned, checksummed model snapshots in Redis (or a shared folder), and the hot swap that
+takes a published student into service."""

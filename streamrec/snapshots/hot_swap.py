@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 
-from streamrec.online_models.student import StudentSource
-from streamrec.snapshots.store import SnapshotError, SnapshotStore
-from streamrec.snapshots.student_scorer import StudentScorer
-from streamrec.snapshots.trainer import KIND
+from streamrec.models.student import StudentSource
+from streamrec.models.student_scorer import StudentScorer
+from streamrec.records.errors import SnapshotError
+from streamrec.snapshots.store import STUDENT, SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,12 @@ class StudentLoader:
     async def check(self) -> str | None:
         """Fetch the version in service if it is not already (or about to be) in use;
         returns the version fetched, or None."""
-        target = await self.store.current(KIND)
+        target = await self.store.current(STUDENT)
         pending = self._pending.version if self._pending is not None else None
         if target is None or target in (self.version, pending) or target in self.rejected:
             return None
         try:
-            tensors, meta, info = await self.store.load(KIND, target)
+            tensors, meta, info = await self.store.load(STUDENT, target)
             scorer = StudentScorer(tensors, meta, info.version)
             if scorer.content_dim != self.source.content_dim:
                 raise SnapshotError(f"student {target} reads {scorer.content_dim}-d content, "

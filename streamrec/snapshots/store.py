@@ -27,9 +27,10 @@ import redis.asyncio as aioredis
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from streamrec.records.errors import SnapshotError
 
-class SnapshotError(RuntimeError):
-    """A snapshot that is missing, corrupt, truncated or not what its manifest says."""
+#: The kind of snapshot the workers serve: the distilled student.
+STUDENT = "student"
 
 
 @dataclass(frozen=True)

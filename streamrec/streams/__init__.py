@@ -1,1 +1,2 @@
-"""Event records and validation, topics, the Faust app and its transport, metrics."""
+"""The Faust side: the app and its agents, micro-batching, scheduling, the transport, and
+starting a worker."""

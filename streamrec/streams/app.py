@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -14,19 +13,17 @@ import redis.asyncio as aioredis
 from aiohttp.web import Response
 from redis.exceptions import RedisError
 
-from streamrec.agents.engine import Engine, PassthroughEngine
-from streamrec.agents.naive import NaivePipeline
-from streamrec.agents.model_process import ModelProcess, ModelProcessError
-from streamrec.agents.runner import pipelined, process
+from streamrec import metrics
 from streamrec.config import Settings
-from streamrec.content.encoder_process import EncoderProcess
 from streamrec.embedded import free_port
-from streamrec.errors import WorkerMustStop
-from streamrec.online_models.blend import Blend
-from streamrec.online_models.shared_state import SharedState, StateLost
-from streamrec.snapshots.hot_swap import StudentLoader
-from streamrec.snapshots.store import SnapshotStore
-from streamrec.streams import dead_letter, metrics, topics
+from streamrec.engine.build import build_engine, worker_id
+from streamrec.engine.engine import Engine
+from streamrec.engine.model_process import ModelProcess, ModelProcessError
+from streamrec.engine.naive import NaivePipeline
+from streamrec.engine.runner import pipelined, process
+from streamrec.engine.shared_state import StateLost
+from streamrec.records import dead_letter, topics
+from streamrec.records.errors import WorkerMustStop
 from streamrec.streams.batching import MicroBatches, micro_batches
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
@@ -36,26 +33,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a worker whose model process died may take to stop before it exits hard.
 MODEL_GONE_EXIT_S = 10.0
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None = None) -> Engine:
-    worker = worker or worker_id()
-    blend = Blend()
-    content = EncoderProcess(settings.image_root) if settings.content else None
-    state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
-                        worker=worker, content_version=content and content.version)
-    cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
-    if cls is None:
-        raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
-    student = blend.sources.get("student")
-    students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
-                             student) if student is not None else None
-    return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
-               students=students, on_offset_reset=settings.on_offset_reset)
 
 
 def create_app(settings: Settings) -> App:
@@ -79,7 +56,7 @@ def create_app(settings: Settings) -> App:
         web_host=settings.web_host,
         web_port=settings.web_port or free_port(),
         producer_linger_ms=5,
-        # Dead letters carry the rejected message intact (streams/dead_letter.py).
+        # Dead letters carry the rejected message intact (records/dead_letter.py).
         producer_max_request_size=dead_letter.MAX_MESSAGE_BYTES,
         broker_commit_every=1000,
         broker_commit_interval=1.0,

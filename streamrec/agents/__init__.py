@@ -1,1 +1,0 @@
-"""The work of the Faust agents: the micro-batch engine, its runner, the naive baseline."""

@@ -1,0 +1,39 @@
+"""Assembling an engine from the settings: the blend, its shared state, the encoder process
+and the student loader."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import redis.asyncio as aioredis
+
+from streamrec.config import Settings
+from streamrec.content.encoder_process import EncoderProcess
+from streamrec.engine.engine import Engine, PassthroughEngine
+from streamrec.engine.shared_state import SharedState
+from streamrec.models.blend import Blend
+from streamrec.snapshots.hot_swap import StudentLoader
+from streamrec.snapshots.store import SnapshotStore
+
+
+def worker_id() -> str:
+    """This process's name in the worker group: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None = None) -> Engine:
+    """The engine ``settings.engine`` names (``pipeline`` or ``passthrough``)."""
+    worker = worker or worker_id()
+    blend = Blend()
+    content = EncoderProcess(settings.image_root) if settings.content else None
+    state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
+                        worker=worker, content_version=content and content.version)
+    cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
+    if cls is None:
+        raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
+    student = blend.sources.get("student")
+    students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
+                             student) if student is not None else None
+    return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
+               students=students, on_offset_reset=settings.on_offset_reset)

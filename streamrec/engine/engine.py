@@ -1,0 +1,385 @@
+"""The work of one micro-batch, independent of Faust: validate, learn, recommend, write back.
+
+Agents hand the engine the raw messages of a batch; it returns the recommendation lists to
+publish and the dead letters to route. Keeping this free of Faust makes it testable alone and
+lets the benchmark swap in the pass-through variant with the same I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from streamrec import metrics
+from streamrec.content.encoder_process import EncoderProcess
+from streamrec.engine.shared_state import SharedState
+from streamrec.models.blend import Blend, Recommendation
+from streamrec.records import dead_letter
+from streamrec.records.errors import WorkerMustStop
+from streamrec.records.events import Click, Event, InvalidEvent, View, decode
+from streamrec.records.topics import EVENT_TYPE
+from streamrec.snapshots.hot_swap import StudentLoader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One consumed message."""
+
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # producer time, seconds
+    #: The event already decoded from ``value``, or why it cannot be (the worker decodes
+    #: interactions before handing them to its model process); None: decode here.
+    decoded: Event | InvalidEvent | None = None
+    #: The partition's log end offset as the consumer last saw it (None: unknown).
+    highwater: int | None = None
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """What a batch produced: lists to publish, dead letters, counts."""
+
+    recommendations: list[tuple[bytes, bytes]]
+    dead_letters: list[tuple[bytes, list[tuple[str, bytes]]]]
+    stats: dict[str, int]
+
+
+#: What a worker does when a partition's log is found behind the offsets already applied.
+OFFSET_RESET_POLICIES = ("relearn", "stop")
+
+
+def reject(msg: Incoming, reason: str, out: Outgoing) -> None:
+    out.dead_letters.append(dead_letter.entry(msg.value, reason, msg.topic, msg.partition,
+                                              msg.offset))
+    out.stats["dead_letter"] = out.stats.get("dead_letter", 0) + 1
+
+
+def decode_batch(batch: Sequence[Incoming], out: Outgoing,
+                 expected: str | None = None) -> list[tuple[Incoming, Event]]:
+    """The valid events of a batch with their messages; the rest become dead letters.
+    ``expected`` is the event type, else the one implied by each message's topic."""
+    valid = []
+    for msg in batch:
+        ev = msg.decoded if msg.decoded is not None else decode_one(msg, expected)
+        if isinstance(ev, InvalidEvent):
+            reject(msg, str(ev), out)
+        else:
+            valid.append((msg, ev))
+    return valid
+
+
+def decode_one(msg: Incoming, expected: str | None = None) -> Event | InvalidEvent:
+    """``msg``'s event, or the :class:`InvalidEvent` saying why there is none."""
+    try:
+        return decode(msg.value, expected or EVENT_TYPE.get(msg.topic, "view"))
+    except InvalidEvent as exc:
+        return exc
+
+
+#: Event-loop turns a redis-py pipeline takes to be on the wire (two in redis-py 8, measured;
+#: one spare). Fewer only costs the overlap, not correctness.
+SEND_TURNS = 3
+
+
+class Engine:
+    """Applies batches of interactions, uploads and requests to a :class:`Blend`."""
+
+    def __init__(self, blend: Blend, state: SharedState, top_k: int = 10,
+                 worker: str = "worker", dedupe_window: int = 200_000,
+                 content: EncoderProcess | None = None,
+                 students: StudentLoader | None = None,
+                 on_offset_reset: str = "relearn") -> None:
+        if on_offset_reset not in OFFSET_RESET_POLICIES:
+            raise ValueError(f"unknown offset reset policy {on_offset_reset!r}: "
+                             f"{' or '.join(OFFSET_RESET_POLICIES)}")
+        self.on_offset_reset = on_offset_reset
+        #: The first offset of the last batch this worker took from each partition since it
+        #: was assigned (a batch run again, or one message at a time, never goes below it).
+        self._batch_starts: dict[str, int] = {}
+        self.blend = blend
+        self.state = state
+        #: Encodes uploads (text, image) into item embeddings; None: metadata only.
+        self.content = content
+        #: Fetches published students; None: no student source.
+        self.students = students
+        self.top_k = top_k
+        self.worker = worker
+        self.model_version = {"blend": "online", "student": None}
+        self._recent_ids: OrderedDict[str, None] = OrderedDict()
+        self._dedupe_window = dedupe_window
+        #: Newest event time seen: "now" for scoring, so replays of old logs score consistently.
+        self.clock = 0.0
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def forget_owned_state(self) -> None:
+        """After a rebalance: what this worker knew of its partitions may be stale."""
+        self.state.forget_owned_state()
+        self._batch_starts.clear()
+
+    def _check_offsets(self, events: list[tuple[Incoming, Event]],
+                       applied: dict[str, int]) -> None:
+        """Find partitions whose log is behind the offsets applied from it (the topic was
+        deleted and recreated, the broker lost its data): their new events would otherwise
+        be taken for replays and skipped. Either sign shows it: the log ends at or before the
+        applied offset, or its offsets went back under this worker. ``applied`` is updated
+        under the "relearn" policy; "stop" raises :class:`WorkerMustStop`."""
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        log_end: dict[str, int] = {}
+        for msg, _ in events:
+            part = f"{msg.topic}:{msg.partition}"
+            first.setdefault(part, msg.offset)
+            last[part] = msg.offset
+            if msg.highwater is not None:
+                log_end[part] = max(msg.highwater, log_end.get(part, -1))
+        for part, lo in first.items():
+            done = applied.get(part, -1)
+            end = log_end.get(part)
+            # A log end at or below a message's own offset is stale: not evidence.
+            ends_before = end is not None and end > last[part] and end <= done
+            before = self._batch_starts.get(part, -1)
+            went_back = lo < before
+            self._batch_starts[part] = lo
+            if not (ends_before or went_back):
+                continue
+            metrics.OFFSET_RESETS.labels(part).inc()
+            what = (f"its log ends at offset {end}" if ends_before else
+                    f"its offsets went back to {lo} from {before}")
+            reason = (f"partition {part}: {what}, but offsets up to {done} were applied: the "
+                      f"topic was recreated or the broker lost its data")
+            if self.on_offset_reset == "stop":
+                raise WorkerMustStop(f"{reason} (STREAMREC_ON_OFFSET_RESET=stop)")
+            log.error("%s; learning its events from offset %d on "
+                      "(STREAMREC_ON_OFFSET_RESET=relearn)", reason, lo)
+            self.state.reset_applied(part, lo - 1)
+            applied[part] = lo - 1
+
+    def _duplicate(self, event_id: str) -> bool:
+        ids = self._recent_ids
+        if event_id in ids:
+            return True
+        ids[event_id] = None
+        if len(ids) > self._dedupe_window:
+            ids.popitem(last=False)
+        return False
+
+    def _payload(self, user: str, recs: Sequence[Recommendation], trigger: str,
+                 trigger_ts: float, request_id: str | None = None) -> bytes:
+        now = time.time()
+        return orjson.dumps({
+            "user_id": user,
+            "trigger": trigger,
+            "request_id": request_id,
+            "ts": now,
+            "event_ts": trigger_ts,
+            "items": [{"item_id": r.item_id, "score": round(r.score, 6), "sources": r.sources}
+                      for r in recs],
+            "model_version": self.model_version,
+            "latency_ms": round((now - trigger_ts) * 1000.0, 3),
+            "worker": self.worker,
+        }, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def recommend_users(self, latest: dict[str, tuple[str, float]], now: float,
+                        out: Outgoing) -> None:
+        """One fresh list per user in ``latest`` (user -> (triggering event id, its time))."""
+        users = list(latest)
+        for user, recs in zip(users, self.recommend_many(users, now)):
+            trigger, trigger_ts = latest[user]
+            out.recommendations.append((user.encode(), self._payload(user, recs, trigger, trigger_ts)))
+
+    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+                       exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
+        return self.blend.recommend_many(users, k or self.top_k, now, None, exclude)
+
+    async def check_student(self) -> None:
+        """Fetch a newly published student, if any; it goes into service before the next
+        batch (:meth:`_swap_student`)."""
+        if self.students is not None:
+            rejected = len(self.students.rejected)
+            await self.students.check()
+            metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
+
+    async def refresh_models(self) -> None:
+        """Periodic upkeep: check the shared state is still there, save the ranker, fetch a
+        student published meanwhile (in a consumer group only one worker gets each
+        announcement: the others find the new student here, within one interval)."""
+        await self.state.check_marker()
+        await self.state.save_ranker()
+        await self.check_student()
+
+    def _swap_student(self) -> None:
+        if self.students is not None and self.students.apply():
+            self.model_version["student"] = self.students.version
+            metrics.STUDENT_SWAPS.inc()
+
+    def learn(self, ev: View | Click) -> None:
+        self.blend.learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
+
+    # ---- batches --------------------------------------------------------------------------
+
+    async def interactions(self, batch: Sequence[Incoming]) -> Outgoing:
+        """Validate, learn (once per event, even across replays), publish a list per user."""
+        out = Outgoing([], [], {})
+        self._swap_student()
+        events = decode_batch(batch, out)
+        if not events:
+            await self.state.after_batch({}, out.stats)
+            return out
+        parts = {f"{m.topic}:{m.partition}" for m, _ in events}
+        applied = await self.state.before_batch({e.user_id for _, e in events}, parts)
+        self._check_offsets(events, applied)
+        latest: dict[str, tuple[str, float]] = {}
+        new_offsets: dict[str, int] = {}
+        learned = 0
+        for msg, ev in events:
+            part = f"{msg.topic}:{msg.partition}"
+            # Replayed after a rebalance (already in Redis) or a duplicate id: do not learn
+            # twice, but the user still gets a fresh list.
+            if msg.offset > applied.get(part, -1) and not self._duplicate(ev.event_id):
+                self.learn(ev)
+                learned += 1
+                new_offsets[part] = max(new_offsets.get(part, -1), msg.offset)
+            self.clock = max(self.clock, ev.ts)
+            latest[ev.user_id] = (ev.event_id, msg.timestamp)
+            self.state.touched_users.add(ev.user_id)
+        out.stats["events"] = len(events)
+        out.stats["learned"] = learned
+        out.stats["recommendations"] = len(latest)
+        for _, ev in events:
+            key = f"events_{ev.type}"
+            out.stats[key] = out.stats.get(key, 0) + 1
+        # The lists depend only on the local copy, so Redis applies the write-back while they
+        # are computed; the batch (and its offsets) is done only once both are.
+        writing = asyncio.ensure_future(self.state.write_back(new_offsets, out.stats))
+        for _ in range(SEND_TURNS):  # the task takes a connection and sends, then waits
+            await asyncio.sleep(0)
+        try:
+            self.recommend_users(latest, self.clock, out)
+        finally:
+            await writing
+        return out
+
+    async def uploads(self, batch: Sequence[Incoming]) -> Outgoing:
+        """Register uploaded items: recommendable at once through the freshness source, and
+        through the content source once their text and image are encoded (in the encoder
+        process, up to 8 uploads per model call, so the interactions agent keeps running).
+        Uploads with unusable content (blank text, corrupt or oversized image) are
+        dead-lettered."""
+        out = Outgoing([], [], {})
+        decoded = decode_batch(batch, out, "upload")
+        vectors: dict[str, object] = {}
+        if self.content is not None and decoded:
+            # Items already in the cache (a replay after a rebalance, another consumer group
+            # of the same app) are not encoded again.
+            vectors = await self.state.cache.get_many([ev.item_id for _, ev in decoded])
+            todo = [(m, ev) for m, ev in decoded if ev.item_id not in vectors]
+            if todo:
+                restarts = self.content.restarts
+                try:
+                    enc = await self.content.encode([ev for _, ev in todo])
+                finally:
+                    metrics.ENCODER_RESTARTS.inc(self.content.restarts - restarts)
+                for pos, reason in enc.rejected:
+                    reject(todo[pos][0], reason, out)
+                encoded = [todo[p][1].item_id for p in enc.positions]
+                await self.state.cache.put_many(encoded, enc.vectors)
+                vectors.update(zip(encoded, enc.vectors))
+                rejected = {todo[pos][1].item_id for pos, _ in enc.rejected}
+                decoded = [(m, ev) for m, ev in decoded if ev.item_id not in rejected]
+        items = []
+        for msg, ev in decoded:
+            self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id))
+            self.clock = max(self.clock, ev.ts)
+            meta = orjson.dumps({"title": ev.title, "description": ev.description,
+                                 "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts,
+                                 "produced_ts": msg.timestamp, "indexed_ts": time.time(),
+                                 "embedding": ev.item_id in vectors})
+            items.append((ev.item_id, ev.ts, meta))
+        await self.state.register_items(items)
+        out.stats["events"] = out.stats["events_upload"] = len(items)
+        out.stats["embedded"] = len(vectors)
+        await self.state.after_batch({}, out.stats)
+        return out
+
+    async def requests(self, batch: Sequence[Incoming]) -> Outgoing:
+        """Answer rec-requests with the user's current list."""
+        out = Outgoing([], [], {})
+        self._swap_student()
+        reqs = decode_batch(batch, out, "rec-request")
+        if not reqs:
+            await self.state.after_batch({}, out.stats)
+            return out
+        await self.state.before_batch({r.user_id for _, r in reqs}, ())
+        now = max(self.clock, max((r.ts or 0.0) for _, r in reqs))
+        for msg, req in reqs:  # one at a time: each request has its own k and exclusions
+            recs = self.recommend_many([req.user_id], now, req.k, [req.exclude])[0]
+            out.recommendations.append((req.user_id.encode(), self._payload(
+                req.user_id, recs, req.request_id, msg.timestamp, req.request_id)))
+        out.stats["recommendations"] = out.stats["events"] = len(reqs)
+        out.stats["events_rec-request"] = len(reqs)
+        await self.state.after_batch({}, out.stats)
+        return out
+
+    async def model_updates(self, batch: Sequence[Incoming]) -> Outgoing:
+        """Announcements of new students: fetch and verify the one now in service.
+        Announcements that are not JSON objects with a ``kind`` and a ``version`` are
+        dead-lettered."""
+        out = Outgoing([], [], {})
+        for msg in batch:
+            try:
+                d = orjson.loads(msg.value or b"")
+                if not isinstance(d, dict) or not isinstance(d.get("version"), str) \
+                        or not isinstance(d.get("kind"), str):
+                    raise ValueError("needs string fields kind and version")
+            except ValueError as exc:
+                reject(msg, f"invalid model update: {exc}", out)
+        if len(out.dead_letters) < len(batch):
+            await self.check_student()
+        return out
+
+
+class PassthroughEngine(Engine):
+    """The benchmark's ceiling: the same decoding, Redis reads and writes, batching and
+    publishing as :class:`Engine`, with no model work (every list is the same cached one).
+
+    "The same writes" means the pipeline's write-back, computed without models: the counters
+    (popularity, item counts), a co-visitation increment for each pair of a user's recent
+    items (journalled, no neighbour lists kept), the vector of each item touched and of each
+    user (drawn from the prior, never trained), and each touched user's state. The content
+    profiles are the one part left out (they need the embeddings' arithmetic)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.blend.sources["covisitation"].keep_lists = False
+
+    def learn(self, ev: View | Click) -> None:
+        b = self.blend
+        user, item, ts, clicked = ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click)
+        j = b.catalog.add(item, ts)
+        b.mark_seen(user, j)
+        b.activity[user] = b.activity.get(user, 0) + 1
+        for name in ("popularity", "covisitation"):  # O(1) and a few pairs: bookkeeping
+            b.sources[name].learn_one(user, item, ts, clicked)
+        b.item_counts.learn_one(user, item, ts, clicked)
+        mf = b.sources["isgd"]
+        mf.reserve(j + 1)
+        mf.user_vector(user)
+        if mf.journal is not None:
+            mf.journal.add(item)
+
+    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+                       exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
+        ids = self.blend.catalog.ids[-(k or self.top_k):]
+        same = [Recommendation(i, 0.0, ("passthrough",)) for i in ids]
+        return [same for _ in users]

@@ -1,0 +1,1 @@
+"""Prequential evaluation of every model over a log, in process."""

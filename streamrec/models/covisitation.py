@@ -1,0 +1,150 @@
+"""Item-to-item co-visitation: items consumed close together by the same user."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from streamrec.models.base import CandidateSource
+from streamrec.models.catalog import Catalog, grow_rows
+from streamrec.models.neighbours import NeighbourList
+from streamrec.models.popularity import epoch_of
+
+
+class CoVisitation(CandidateSource):
+    """Decayed co-occurrence counts between items in each user's recent history.
+
+    When a user consumes item ``i``, every item ``j`` among their last ``pair_window`` items
+    gains weight ``1 / distance`` toward ``i`` (and back), decaying with ``half_life_s``. Each item
+    keeps at most ``max_neighbours`` neighbours (the strongest), so memory stays bounded. A user
+    is scored from their last ``window`` items, recent ones counting more; neighbour weights
+    are divided by ``neighbour_count ** popularity_damping`` so that popular items do not
+    dominate every list.
+
+    Examples
+    --------
+    >>> cv = CoVisitation()
+    >>> for user, items in {"ann": ["tea", "cake"], "bob": ["tea", "cake"], "cid": ["tea", "jam"]}.items():
+    ...     for t, item in enumerate(items):
+    ...         cv.learn_one(user, item, ts=t)
+    >>> cv.learn_one("dan", "tea", ts=5)
+    >>> [item for item, _ in cv.recommend("dan", k=2, exclude=["tea"], now=5)]
+    ['cake', 'jam']
+    """
+
+    name = "covisitation"
+
+    def __init__(self, catalog: Catalog | None = None, window: int = 10,
+                 max_neighbours: int = 100, half_life_s: float = 7 * 86400.0,
+                 popularity_damping: float = 0.3, view_weight: float = 0.5,
+                 pair_window: int = 5) -> None:
+        self.catalog = catalog if catalog is not None else Catalog()
+        self.window = window
+        # Fewer pairs learned than items scored: pairs far apart weigh 1/distance little, and
+        # every pair is two shared-state increments (write-back was the pipeline's bottleneck).
+        self.pair_window = min(pair_window, window)
+        self.max_neighbours = max_neighbours
+        self.half_life_s = half_life_s
+        self.popularity_damping = popularity_damping
+        self.view_weight = view_weight
+        self.neighbours: dict[int, NeighbourList] = {}
+        self.recent: dict[str, deque[int]] = {}
+        self._count = np.zeros(1024, dtype=np.float64)
+        self.epoch: float | None = None
+        #: Pair increments not yet written to shared storage (``None``: not collected).
+        self.journal: dict[tuple[str, str], float] | None = None
+        #: False: record pairs in the journal only, keeping no neighbour lists (the
+        #: benchmark's pass-through, which writes what the pipeline writes without models).
+        self.keep_lists = True
+
+    def _scale(self, ts: float) -> float:
+        epoch = epoch_of(ts, self.half_life_s)
+        if self.epoch is None:
+            self.epoch = epoch
+        elif epoch > self.epoch:
+            f = 2.0 ** (-(epoch - self.epoch) / self.half_life_s)
+            for nb in self.neighbours.values():
+                nb.scale(f)
+            self._count *= f
+            self.epoch = epoch
+        return 2.0 ** ((ts - self.epoch) / self.half_life_s)
+
+    def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
+        i = self.catalog.add(item, ts)
+        scale = self._scale(ts) * (1.0 if clicked else self.view_weight)
+        self._count = grow_rows(self._count, i + 1)
+        self._count[i] += scale
+        hist = self.recent.get(user)
+        if hist is None:
+            hist = self.recent[user] = deque(maxlen=self.window)
+        ids, journal, neighbours = self.catalog.ids, self.journal, self.neighbours
+        mine = None
+        keep_lists = self.keep_lists
+        # ~4 pairs per event, in the hottest loop of learning: the lists are fetched inline.
+        for dist, j in enumerate(reversed(hist), start=1):
+            if dist > self.pair_window:
+                break
+            if j == i:
+                continue
+            w = scale / dist
+            if keep_lists:
+                if mine is None:
+                    mine = neighbours.get(i)
+                    if mine is None:
+                        mine = neighbours[i] = NeighbourList()
+                mine.add(j, w)
+                if mine.n > 2 * self.max_neighbours:  # prune lazily: amortised O(1) per update
+                    mine.prune(self.max_neighbours)
+                theirs = neighbours.get(j)
+                if theirs is None:
+                    theirs = neighbours[j] = NeighbourList()
+                theirs.add(i, w)
+                if theirs.n > 2 * self.max_neighbours:
+                    theirs.prune(self.max_neighbours)
+            if journal is not None:
+                key = (ids[j], item)
+                journal[key] = journal.get(key, 0.0) + w
+        hist.append(i)
+
+    def set_neighbours(self, j: int, idx: np.ndarray, w: np.ndarray) -> None:
+        """Replace item ``j``'s neighbours (raw weights), e.g. with the shared copy."""
+        self.neighbours[j] = NeighbourList.from_pairs(idx, w)
+
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        """All users' scores in one ``bincount`` over (user, neighbour) cells."""
+        n = len(self.catalog)
+        idx_parts, w_parts, offsets, factors = [], [], [], []
+        for r, user in enumerate(users):
+            for dist, j in enumerate(reversed(self.recent.get(user, ())), start=1):
+                nb = self.neighbours.get(j)
+                if nb is not None and nb.n:
+                    idx, w = nb.arrays()
+                    idx_parts.append(idx)
+                    w_parts.append(w)
+                    offsets.append(r * n)
+                    factors.append(1.0 / dist)
+        if not idx_parts:
+            return np.zeros((len(users), n))
+        # Per-list offsets and 1/distance factors applied once over the concatenation.
+        sizes = np.fromiter(map(len, idx_parts), np.int64, len(idx_parts))
+        cells = np.concatenate(idx_parts) + np.repeat(np.array(offsets, np.int64), sizes)
+        weights = np.concatenate(w_parts) * np.repeat(np.array(factors), sizes)
+        S = np.bincount(cells, weights, minlength=len(users) * n).reshape(len(users), n)
+        # Raw weights are relative to the epoch (up to 2**512); decayed to ``now`` they are
+        # ordinary magnitudes, which float32 selection downstream needs.
+        decay = 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s) \
+            if self.epoch is not None else 1.0
+        if self.popularity_damping:
+            self._count = grow_rows(self._count, n)
+            count = self._count[:n] * decay
+            # An item with no count has no neighbour weight either: its damping is irrelevant.
+            damping = np.zeros(n)
+            np.power(count, -self.popularity_damping, out=damping, where=count > 1e-300)
+            S *= damping * decay
+        else:
+            S *= decay
+        return S
+
+    def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
+        return self.score_many([user], now)[0]

@@ -1,0 +1,115 @@
+"""Exact nearest-neighbour search over item embeddings, updated as items arrive.
+
+Rows are catalogue indices, so the blend can score every item with one matrix product. Exact
+float32 search is one ``queries @ matrix.T`` and an ``argpartition``; ``benchmarks/uploads.py``
+measures it at 10k, 100k and 1M items (see the README for where it stops being fast enough).
+
+Similarity is the cosine *after centring on the catalogue's mean embedding*. Encoder outputs
+share a large common direction (EfficientNet's pooled ReLU6 features are all positive; sentence
+embeddings are anisotropic): raw cosines between unrelated items of one catalogue sit around
+0.3, and the part that tells items apart is a small residual. Centring removes it (measured on
+the synthetic world: the content source's HR@10 0.025 -> 0.028; on MovieLens 0.019 -> 0.045).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamrec.models.catalog import grow_rows
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+class EmbeddingIndex:
+    """A growable ``n_items x dim`` float32 matrix with a mask of rows that hold a vector, and
+    a copy of it centred on the running mean and normalised (what queries are scored against).
+
+    The centre is the running mean, shrunk towards zero while the catalogue is small (as if
+    ``prior_items`` zero vectors were in it: centring two items on their mean would make them
+    opposites). The centred copy is rebuilt whenever that centre has moved more than
+    ``centre_tolerance`` since the last rebuild, so adding an item costs one row, not the
+    catalogue, once the catalogue holds more than a few dozen items.
+
+    >>> idx = EmbeddingIndex(dim=2)
+    >>> idx.add(0, np.array([1.0, 0.0])); idx.add(2, np.array([0.6, 0.8]))
+    >>> idx.search(np.array([[0.0, 1.0]]), k=1).tolist()
+    [[2]]
+    >>> [round(c, 3) for c in idx.centre.tolist()]  # their mean, shrunk: sum / (2 + 10)
+    [0.133, 0.067]
+    """
+
+    def __init__(self, dim: int, centre_tolerance: float = 0.01, prior_items: int = 10) -> None:
+        self.dim = dim
+        self.matrix = np.zeros((1024, dim), np.float32)
+        self.centred = np.zeros((1024, dim), np.float32)
+        self.has = np.zeros(1024, bool)
+        #: 0 where a row holds a vector, -inf elsewhere: added to scores in one pass.
+        self._missing = np.full(1024, -np.inf, np.float32)
+        self.count = 0
+        self.centre = np.zeros(dim, np.float32)
+        self.centre_tolerance = centre_tolerance
+        self.prior_items = prior_items
+        self._sum = np.zeros(dim, np.float64)
+
+    def add(self, row: int, vector: np.ndarray) -> None:
+        vector = np.asarray(vector, np.float32)
+        self._grow(row + 1)
+        if self.has[row]:
+            self._sum -= self.matrix[row]
+        else:
+            self.count += 1
+        self._sum += vector
+        self.matrix[row] = vector
+        self.has[row] = True
+        self._missing[row] = 0.0
+        mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
+        if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
+            self.centre = mean
+            self.centred = np.where(self.has[:, None], _unit_rows(self.matrix - mean), 0.0
+                                    ).astype(np.float32)
+        else:
+            self.centred[row] = _unit_rows(vector - self.centre)
+
+    def _grow(self, n: int) -> None:
+        self.matrix = grow_rows(self.matrix, n)
+        self.centred = grow_rows(self.centred, n)
+        self.has = grow_rows(self.has, n)
+        if n > len(self._missing):
+            grown = np.full(len(self.has), -np.inf, np.float32)
+            grown[: len(self._missing)] = self._missing
+            self._missing = grown
+
+    def __contains__(self, row: int) -> bool:
+        return row < len(self.has) and bool(self.has[row])
+
+    def centre_queries(self, queries: np.ndarray, weights: np.ndarray | None = None
+                       ) -> np.ndarray:
+        """Unit queries in the centred space. A query that is a weighted sum of item vectors
+        (a profile) is centred by its total ``weights``; a single vector by 1."""
+        q = np.atleast_2d(np.asarray(queries, np.float32))
+        w = np.ones(len(q), np.float32) if weights is None else np.asarray(weights, np.float32)
+        return _unit_rows(q - w[:, None] * self.centre)
+
+    def scores(self, queries: np.ndarray, n: int) -> np.ndarray:
+        """``queries x n`` inner products of (already centred, see :meth:`centre_queries`)
+        queries with the first ``n`` centred rows; rows without a vector score ``-inf``."""
+        self._grow(n)
+        # Catalogue rows on the left: the product streams the (large) matrix in its memory
+        # order: ~20% faster here than queries @ centred.T, copy included (measured with 7 and
+        # 32 queries against 2,600 x 128).
+        S = np.ascontiguousarray((self.centred[:n] @ np.asarray(queries, np.float32).T).T)
+        # One broadcast add rather than a column-wise fancy assignment (3x faster).
+        S += self._missing[:n]
+        return S
+
+    def search(self, queries: np.ndarray, k: int, n: int | None = None) -> np.ndarray:
+        """The ``k`` nearest rows of each query vector, nearest first."""
+        n = len(self.has) if n is None else n
+        S = self.scores(self.centre_queries(queries), n)
+        k = min(k, n)
+        top = np.argpartition(-S, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(S, top, axis=1), axis=1)
+        return np.take_along_axis(top, order, axis=1)

@@ -1,0 +1,88 @@
+"""Time-decayed popularity: what is trending now."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from streamrec.models.base import CandidateSource
+from streamrec.models.catalog import Catalog, grow_rows
+
+#: Scores are kept as ``weight * 2**((ts - epoch) / half_life)`` so that learning is one add and
+#: decay costs nothing; the epoch moves every ``EPOCH_HALF_LIVES`` half-lives (float64 holds
+#: 2**1023), and every process derives the same epoch from the time, so shared counters agree.
+EPOCH_HALF_LIVES = 512
+
+
+def epoch_of(ts: float, half_life_s: float) -> float:
+    """The decay epoch a timestamp falls in (identical for every worker)."""
+    span = half_life_s * EPOCH_HALF_LIVES
+    return math.floor(ts / span) * span
+
+
+class DecayedPopularity(CandidateSource):
+    """Counts interactions per item, each decaying with a half-life.
+
+    Parameters
+    ----------
+    half_life_s
+        After this many seconds an interaction counts half as much.
+    view_weight, click_weight
+        What a view and a click add to an item's count.
+
+    Examples
+    --------
+    >>> pop = DecayedPopularity(half_life_s=3600)
+    >>> for ts, item in [(0, "old"), (0, "old"), (3600, "new"), (3600, "new"), (3600, "new")]:
+    ...     pop.learn_one("u", item, ts)
+    >>> pop.recommend("u", k=2, now=3600)
+    [('new', 3.0), ('old', 1.0)]
+    """
+
+    name = "popularity"
+
+    def __init__(self, catalog: Catalog | None = None, half_life_s: float = 86400.0,
+                 view_weight: float = 0.5, click_weight: float = 1.0) -> None:
+        self.catalog = catalog if catalog is not None else Catalog()
+        self.half_life_s = half_life_s
+        self.view_weight = view_weight
+        self.click_weight = click_weight
+        self.epoch: float | None = None
+        self._raw = np.zeros(1024, dtype=np.float64)
+        #: Increments not yet written to shared storage (``None``: nobody is collecting them).
+        self.journal: dict[str, float] | None = None
+
+    def _scale(self, ts: float) -> float:
+        epoch = epoch_of(ts, self.half_life_s)
+        if self.epoch is None:
+            self.epoch = epoch
+        elif epoch > self.epoch:  # rebase: everything older shrinks by the elapsed half-lives
+            self._raw *= 2.0 ** (-(epoch - self.epoch) / self.half_life_s)
+            self.epoch = epoch
+        return 2.0 ** ((ts - self.epoch) / self.half_life_s)
+
+    def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
+        j = self.catalog.add(item, ts)
+        self._raw = grow_rows(self._raw, j + 1)
+        w = (self.click_weight if clicked else self.view_weight) * self._scale(ts)
+        self._raw[j] += w
+        if self.journal is not None:
+            self.journal[item] = self.journal.get(item, 0.0) + w
+
+    def set_raw(self, epoch: float, values: dict[str, float]) -> None:
+        """Replace counts with shared ones (raw values relative to ``epoch``)."""
+        if self.epoch is None or epoch > self.epoch:
+            self._scale(epoch)
+        factor = 2.0 ** (-(self.epoch - epoch) / self.half_life_s)
+        for item, v in values.items():
+            j = self.catalog.add(item, epoch)
+            self._raw = grow_rows(self._raw, j + 1)
+            self._raw[j] = v * factor
+
+    def score_all(self, user: str | None = None, now: float = 0.0) -> np.ndarray:
+        self._raw = grow_rows(self._raw, len(self.catalog))
+        raw = self._raw[: len(self.catalog)]
+        if self.epoch is None:
+            return raw.copy()
+        return raw * 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s)

@@ -1,1 +1,0 @@
-"""Incremental models, one per module, usable without Kafka; the blend; shared Redis state."""

@@ -1,0 +1,279 @@
+"""Event records and their validation.
+
+Events travel as JSON. Every field is checked (type, length, range, id format, timestamp
+sanity) so that a bad event becomes an :class:`InvalidEvent` with a reason a human can act on,
+which the agents route to the dead-letter topic instead of crashing.
+
+>>> ev = decode(b'{"event_id": "e1", "user_id": "u1", "item_id": "i9", "ts": 1700000000}', "view")
+>>> ev
+View(event_id='e1', user_id='u1', item_id='i9', ts=1700000000.0, request_id=None, position=None, dwell_ms=None)
+>>> decode(b'{"event_id": "e2", "user_id": 7, "item_id": "i9", "ts": 1}', "click")
+Traceback (most recent call last):
+...
+streamrec.records.events.InvalidEvent: wrong type: user_id must be a string, got int
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Union
+
+import orjson
+
+#: Ids: 1-128 characters of letters, digits and ``_ . : - /``.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+#: Interactions and requests are tiny; anything bigger is a bug or an attack.
+MAX_INTERACTION_BYTES = 4 * 1024
+#: Uploads may carry an inline image; with its headers, an upload's dead letter stays under
+#: Kafka's default 1 MiB message limit.
+MAX_UPLOAD_BYTES = 1000 * 1024
+MAX_TITLE = 512
+MAX_DESCRIPTION = 8 * 1024
+MAX_TAGS = 64
+MAX_TAG = 64
+MAX_K = 200
+#: Events from further in the future than this are rejected (clock skew allowance).
+MAX_FUTURE_S = 24 * 3600
+
+EVENT_TYPES = ("view", "click", "upload", "rec-request")
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be used; ``str(exc)`` is the reason sent to the dead-letter topic."""
+
+
+@dataclass(slots=True, frozen=True)
+class View:
+    event_id: str
+    user_id: str
+    item_id: str
+    ts: float
+    request_id: str | None = None
+    position: int | None = None
+    dwell_ms: float | None = None
+    type = "view"
+
+
+@dataclass(slots=True, frozen=True)
+class Click:
+    event_id: str
+    user_id: str
+    item_id: str
+    ts: float
+    request_id: str | None = None
+    type = "click"
+
+
+@dataclass(slots=True, frozen=True)
+class Upload:
+    event_id: str
+    item_id: str
+    creator_id: str
+    ts: float
+    title: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    #: Inline base64 image or a reference; decoded by the multimodal path, kept opaque here.
+    image: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type = "upload"
+
+
+@dataclass(slots=True, frozen=True)
+class RecRequest:
+    request_id: str
+    user_id: str
+    k: int = 10
+    exclude: tuple[str, ...] = ()
+    ts: float | None = None
+    type = "rec-request"
+
+    @property
+    def event_id(self) -> str:
+        return self.request_id
+
+
+Interaction = Union[View, Click]
+Event = Union[View, Click, Upload, RecRequest]
+
+
+def _id(d: dict, name: str, required: bool = True) -> str | None:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise InvalidEvent(f"missing field: {name}")
+        return None
+    if not isinstance(v, str):
+        raise InvalidEvent(f"wrong type: {name} must be a string, got {type(v).__name__}")
+    if not ID_PATTERN.fullmatch(v):
+        raise InvalidEvent(f"bad id: {name}={v[:40]!r} (1-128 chars of [A-Za-z0-9_.:/-])")
+    return v
+
+
+def _number(d: dict, name: str, required: bool, lo: float, hi: float) -> float | None:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise InvalidEvent(f"missing field: {name}")
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidEvent(f"wrong type: {name} must be a number, got {type(v).__name__}")
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise InvalidEvent(f"out of range: {name}={v!r} not in [{lo:g}, {hi:g}]")
+    return float(v)
+
+
+def _int(d: dict, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    v = d.get(name)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidEvent(f"wrong type: {name} must be an integer, got {type(v).__name__}")
+    if not lo <= v <= hi:
+        raise InvalidEvent(f"out of range: {name}={v} not in [{lo}, {hi}]")
+    return v
+
+
+def _text(d: dict, name: str, limit: int, required: bool) -> str:
+    v = d.get(name)
+    if v is None:
+        if required:
+            raise InvalidEvent(f"missing field: {name}")
+        return ""
+    if not isinstance(v, str):
+        raise InvalidEvent(f"wrong type: {name} must be a string, got {type(v).__name__}")
+    if len(v) > limit:
+        raise InvalidEvent(f"too long: {name} has {len(v)} characters, limit {limit}")
+    return v
+
+
+def _ts(d: dict, required: bool = True) -> float | None:
+    return _number(d, "ts", required, 0.0, time.time() + MAX_FUTURE_S)
+
+
+def _id_list(d: dict, name: str, limit: int, item_limit: int = 128) -> tuple[str, ...]:
+    v = d.get(name)
+    if v is None:
+        return ()
+    if not isinstance(v, list):
+        raise InvalidEvent(f"wrong type: {name} must be a list, got {type(v).__name__}")
+    if len(v) > limit:
+        raise InvalidEvent(f"too long: {name} has {len(v)} entries, limit {limit}")
+    for x in v:
+        if not isinstance(x, str) or not 0 < len(x) <= item_limit:
+            raise InvalidEvent(f"wrong type: {name} entries must be strings of 1-{item_limit} chars")
+    return tuple(v)
+
+
+def _view(d: dict) -> View:
+    return View(
+        _id(d, "event_id"), _id(d, "user_id"), _id(d, "item_id"), _ts(d),
+        _id(d, "request_id", required=False),
+        _int(d, "position", None, 0, 100_000),
+        _number(d, "dwell_ms", False, 0.0, 86_400_000.0),
+    )
+
+
+def _click(d: dict) -> Click:
+    return Click(
+        _id(d, "event_id"), _id(d, "user_id"), _id(d, "item_id"), _ts(d),
+        _id(d, "request_id", required=False),
+    )
+
+
+_UPLOAD_FIELDS = {"type", "event_id", "item_id", "creator_id", "ts", "title", "description",
+                  "tags", "image"}
+
+
+def _upload(d: dict) -> Upload:
+    image = d.get("image")
+    if image is not None and not isinstance(image, (str, dict)):
+        raise InvalidEvent(f"wrong type: image must be a string or object, got {type(image).__name__}")
+    return Upload(
+        _id(d, "event_id"), _id(d, "item_id"), _id(d, "creator_id"), _ts(d),
+        _text(d, "title", MAX_TITLE, required=True),
+        _text(d, "description", MAX_DESCRIPTION, required=False),
+        _id_list(d, "tags", MAX_TAGS, MAX_TAG),
+        image if image is None or isinstance(image, str) else orjson.dumps(image).decode(),
+        {k: v for k, v in d.items() if k not in _UPLOAD_FIELDS},
+    )
+
+
+def _rec_request(d: dict) -> RecRequest:
+    return RecRequest(
+        _id(d, "request_id"), _id(d, "user_id"),
+        _int(d, "k", 10, 1, MAX_K),
+        _id_list(d, "exclude", 1000),
+        _ts(d, required=False),
+    )
+
+
+_PARSERS = {"view": _view, "click": _click, "upload": _upload, "rec-request": _rec_request}
+_LIMITS = {"view": MAX_INTERACTION_BYTES, "click": MAX_INTERACTION_BYTES,
+           "rec-request": MAX_INTERACTION_BYTES, "upload": MAX_UPLOAD_BYTES}
+
+
+def from_dict(d: Any, expected_type: str | None = None) -> Event:
+    """Validate a decoded JSON object into an event record.
+
+    ``expected_type`` is the type implied by the topic the event arrived on; a ``type`` field,
+    when present, must agree with it. Without it (log files), ``type`` is required.
+    """
+    if not isinstance(d, dict):
+        raise InvalidEvent(f"wrong type: event must be a JSON object, got {type(d).__name__}")
+    declared = d.get("type")
+    if declared is not None and not isinstance(declared, str):
+        raise InvalidEvent(f"wrong type: type must be a string, got {type(declared).__name__}")
+    if declared is not None and declared not in _PARSERS:
+        raise InvalidEvent(f"unknown event type: {declared[:40]!r}")
+    if expected_type is None:
+        if declared is None:
+            raise InvalidEvent("missing field: type")
+        expected_type = declared
+    elif declared is not None and declared != expected_type:
+        raise InvalidEvent(f"unknown event type: {declared!r} does not belong on the {expected_type} stream")
+    try:
+        return _PARSERS[expected_type](d)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a shape no check above foresaw: still a reason, never a crash
+        raise InvalidEvent(f"malformed event: {exc!r}"[:300]) from None
+
+
+def decode(raw: bytes | None, expected_type: str | None = None) -> Event:
+    """Decode and validate one message value (JSON bytes)."""
+    if raw is None:
+        raise InvalidEvent("empty message")
+    limit = _LIMITS.get(expected_type or "upload", MAX_UPLOAD_BYTES)
+    if len(raw) > limit:
+        raise InvalidEvent(f"oversized payload: {len(raw)} bytes, limit {limit}")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InvalidEvent(f"wrong type: message value must be bytes, got {type(raw).__name__}")
+    try:
+        d = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}") from None
+    return from_dict(d, expected_type)
+
+
+def to_dict(ev: Event) -> dict[str, Any]:
+    """The JSON form of an event, with its ``type``; ``None`` fields are left out."""
+    # The fields as they are, not dataclasses.asdict's deep copy: the same bytes, 3x faster
+    # (measured, 4-6 against 13-15 us per event), and orjson takes the tuples and dict as is.
+    d = {k: v for k in _FIELDS[type(ev)] if (v := getattr(ev, k)) is not None and v != ()
+         and v != {}}
+    if isinstance(ev, Upload):
+        d.update(d.pop("extra", {}))
+    d["type"] = ev.type
+    return d
+
+
+_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (View, Click, Upload, RecRequest)}
+
+
+def encode(ev: Event) -> bytes:
+    """JSON bytes for one event (the inverse of :func:`decode`)."""
+    return orjson.dumps(to_dict(ev))
