@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/streamrec demo --duration $(DURATION)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check streamrec tests benchmarks
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

@@ -371,7 +371,9 @@ def crashes(log_path: Path) -> dict[str, int]:
 
 
 async def main(args) -> dict:
-    log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+    def log(*a) -> None:
+        print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     rng = random.Random(args.seed)
     events = malformed_events(args.malformed) + valid_events(rng, args.malformed)
     rng.shuffle(events)
@@ -415,7 +417,9 @@ async def main(args) -> dict:
 
 
 def report(out: dict, sent: Counter, log, top: int = 25) -> None:
-    row = lambda name, value, note="": log(f"{name:34s}{value:>10,}{note}")
+    def row(name: str, value: int, note: str = "") -> None:
+        log(f"{name:34s}{value:>10,}{note}")
+
     log("")
     row("malformed sent", out["malformed_sent"])
     row("  dead-lettered with a reason", out["malformed_dead_lettered"])

@@ -98,7 +98,9 @@ def measure(blends: dict, interactions: list, cut: int, batch: int) -> dict:
 
 
 def main(args) -> dict:
-    log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+    def log(*a) -> None:
+        print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     world = World(WorldConfig(n_users=args.users, n_items=args.items, seed=1))
     events = list(itertools.islice(world.events(time.time() - 3600), args.events))
     t0 = time.monotonic()

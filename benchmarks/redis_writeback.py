@@ -59,7 +59,7 @@ async def run(args) -> dict:
             procs.append(subprocess.Popen(
                 [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", *settings], stdout=subprocess.DEVNULL))
-            wait_ready("redis-server", procs[-1], lambda: redis_ready(port), 10.0)
+            wait_ready("redis-server", procs[-1], lambda port=port: redis_ready(port), 10.0)
             r = aioredis.Redis(port=port)
             blend = Blend(seed=0)
             sides[name] = {"r": r, "blend": blend, "state": SharedState(r, blend),

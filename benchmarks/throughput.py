@@ -164,7 +164,9 @@ def cpu_probe_ms() -> float:
 
 
 async def main(args) -> dict:
-    log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+    def log(*a) -> None:
+        print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     probe_start = cpu_probe_ms()
     log(f"CPU probe: {probe_start} ms per fixed loop (lower is faster; repeated at the end)")
     world = World(WorldConfig(n_users=args.users, n_items=args.items, seed=1))

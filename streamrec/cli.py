@@ -9,7 +9,7 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import asyncio  # noqa: E402
+import asyncio
 import itertools
 import json
 import logging
@@ -190,7 +190,7 @@ def _dataset(name: str):
         return list(movielens_100k())
     except DatasetMissing as exc:
         console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -217,7 +217,7 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
         if trainer is not None:  # a round started late may still be running: let it finish
             try:
                 await asyncio.wait_for(trainer, timeout=300)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 training.error = "still running after the stream ended; stopped"
         # Let the worker drain what is in flight, then stop observing.
         r = aioredis.from_url(rt.redis)

@@ -36,8 +36,13 @@ def test_simulated_log_evaluates_prequentially(tmp_path):
     assert {"popularity", "covisitation", "isgd", "river_biasedmf", "content", "blend",
             "blend_no_content", "teacher", "student", "student_int8",
             "blend_no_student"} == set(result["models"])
-    assert all(0.0 <= m["hr_at_10"] <= 1.0 and 0.0 <= m["cold_hr_at_10"] <= 1.0
-               for m in result["models"].values())
+    # Scored: exactly the clicks after the training window, each a hit or a miss per model.
+    types = [json.loads(line)["type"] for line in log.open()]
+    assert result["clicks"] == types[result["scored_from_event"]:].count("click")
+    for name, m in result["models"].items():
+        hits = m["hr_at_10"] * result["clicks"]
+        assert abs(hits - round(hits)) < 1e-6, name
+    assert result["models"]["blend"]["hr_at_10"] > 0
     # The simulated uploads carry text and images: the content source has something to say.
     assert result["models"]["content"]["coverage"] > 0
 

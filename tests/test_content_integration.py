@@ -29,7 +29,7 @@ async def ask(producer, collector, user: str, ts: float, until, timeout_s: float
         request = uid("req")
         await send(producer, RecRequest(request, user, k=100, ts=ts))
         await producer.flush()
-        await collector.wait_for(lambda: any(r["request_id"] == request
+        await collector.wait_for(lambda request=request: any(r["request_id"] == request
                                              for r in collector.recommendations))
         answer = [r for r in collector.recommendations if r["request_id"] == request][-1]
         if until(answer) or time.monotonic() > deadline:

@@ -190,8 +190,10 @@ async def test_a_worker_with_the_engine_in_process_still_serves(runtime, produce
             await producer.send("views", encode(ev), key=user.encode())
         await producer.flush()
         # Two workers (two consumer groups) answer; this one names itself in its lists.
-        mine = lambda: [r for r in collector.lists_for(user)
-                        if r["worker"].endswith(f"-{proc.proc.pid}")]
+        def mine() -> list[dict]:
+            return [r for r in collector.lists_for(user)
+                    if r["worker"].endswith(f"-{proc.proc.pid}")]
+
         await collector.wait_for(lambda: bool(mine()), timeout_s=60)
         assert not {i["item_id"] for i in mine()[-1]["items"]} & set(seen)
     finally:

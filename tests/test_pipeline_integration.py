@@ -47,7 +47,7 @@ async def test_an_upload_is_recommendable_within_one_batch(producer, collector):
     while True:
         await send(producer, RecRequest(request, user, k=100, ts=now + 1))
         await producer.flush()
-        await collector.wait_for(lambda: any(r["request_id"] == request
+        await collector.wait_for(lambda request=request: any(r["request_id"] == request
                                              for r in collector.recommendations))
         answer = [r for r in collector.recommendations if r["request_id"] == request][-1]
         found = [i for i in answer["items"] if i["item_id"] == item]
@@ -72,7 +72,7 @@ async def test_bad_events_go_to_dead_letter_while_valid_ones_flow(producer, coll
     now = time.time()
     users = [uid("user") for _ in range(len(BAD))]
     before = len(collector.dead_letters)
-    for (kind, raw), user in zip(BAD.items(), users):
+    for raw, user in zip(BAD.values(), users):
         await producer.send("views", raw.replace(b'"x', f'"{marker}'.encode()), key=b"bad")
         await send(producer, View(uid("e"), user, uid("item"), now))
     await producer.send("clicks", b"\xff\xfe not json", key=b"bad")
@@ -97,5 +97,6 @@ async def test_worker_serves_prometheus_metrics(worker, collector, redis_client)
     web = orjson.loads(next(iter(raw.values())))["web"]
     assert web.startswith("http://127.0.0.1:"), "bound to loopback by default"
     body = urllib.request.urlopen(f"{web}/metrics", timeout=5).read().decode()
-    lines = [l for l in body.splitlines() if l.startswith("streamrec_recommendations_total ")]
+    lines = [line for line in body.splitlines()
+             if line.startswith("streamrec_recommendations_total ")]
     assert lines and float(lines[0].split()[1]) > 0

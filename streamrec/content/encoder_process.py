@@ -39,7 +39,7 @@ def _start_child(image_root: str | None) -> None:
     # 20 uploads/s: list p99 60 ms at equal priority).
     os.nice(NICENESS)
     _encoder = ItemEncoder(image_root)
-    _encoder.image  # load both models before the first upload arrives
+    _ = _encoder.image  # load both models before the first upload arrives
 
 
 def _encode(uploads: Sequence[Upload]) -> Encoded:

@@ -158,7 +158,7 @@ class ModelProcess:
         if self._gone is None:
             try:
                 await asyncio.wait_for(self.call("close"), timeout_s)
-            except (ModelProcessError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ModelProcessError) as exc:
                 log.warning("model process did not close cleanly: %r", exc)
         for _ in range(100):  # up to 5 s, without blocking the loop
             if self._proc.poll() is not None:
