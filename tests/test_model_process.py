@@ -19,6 +19,7 @@ from streamrec.engine import frames
 from streamrec.engine.engine import Incoming, Outgoing
 from streamrec.engine.model_process import ModelProcess, ModelProcessError
 from streamrec.engine.runner import pipelined
+from streamrec.engine.shared_state import StateLost
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records import dead_letter
 from streamrec.records.events import Click, View, encode
@@ -230,3 +231,30 @@ async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime, pr
         assert "model process went away" in proc.log.read_text()
     finally:
         proc.stop()
+
+
+@pytest.mark.integration
+async def test_the_childs_offset_resets_and_a_lost_state_reach_the_worker(runtime, redis_client):
+    settings = child_settings(runtime)
+    gone: list[Exception] = []
+    model = ModelProcess(settings, "test-worker", on_gone=gone.append)
+    await model.start()
+    resets = ("streamrec_offset_resets_total", {"partition": "views:0"})
+    before = metrics.REGISTRY.get_sample_value(*resets) or 0.0
+    try:
+        now = time.time()
+
+        def views(offsets: range, log_end: int) -> list[Incoming]:
+            return [Incoming(encode(View(uid("e"), "u1", uid("item"), now)), "views", 0, off,
+                             now, None, log_end) for off in offsets]
+
+        await model.submit("interactions", views(range(0, 10), 10))
+        out = await model.submit("interactions", views(range(0, 3), 3))  # the log went back
+        assert out.stats["learned"] == 3
+        assert metrics.REGISTRY.get_sample_value(*resets) == before + 1
+        await redis_client.delete(*await redis_client.keys(f"{settings.app_id}:*"))
+        with pytest.raises(ModelProcessError, match="shared state in Redis is gone"):
+            await model.call("refresh_models")
+        assert len(gone) == 1 and isinstance(gone[0], StateLost)
+    finally:
+        await model.close()

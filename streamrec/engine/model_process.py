@@ -36,6 +36,7 @@ from streamrec.engine import frames
 from streamrec.engine.build import build_engine
 from streamrec.engine.engine import Engine, Incoming, Outgoing, decode_one
 from streamrec.engine.runner import run_step
+from streamrec.engine.shared_state import StateLost
 from streamrec.event_loop import install_uvloop
 from streamrec.heap import freeze_startup_objects, on_collections
 from streamrec.records.errors import WorkerMustStop
@@ -47,7 +48,8 @@ SETTINGS_ENV = "STREAMREC_MODEL_PROCESS_SETTINGS"
 #: Counters the child keeps that the worker's /metrics reports (Prometheus sample names).
 CHILD_COUNTERS = {"streamrec_student_swaps_total": metrics.STUDENT_SWAPS,
                   "streamrec_student_rejected_total": metrics.STUDENT_REJECTED,
-                  "streamrec_encoder_restarts_total": metrics.ENCODER_RESTARTS}
+                  "streamrec_encoder_restarts_total": metrics.ENCODER_RESTARTS,
+                  "streamrec_offset_resets_total": metrics.OFFSET_RESETS}
 
 
 class ModelProcessError(RuntimeError):
@@ -72,7 +74,8 @@ class ModelProcess:
         self._reading: asyncio.Task | None = None
         #: Set once the child has gone: what every later call raises.
         self._gone: ModelProcessError | None = None
-        self._counted = dict.fromkeys(CHILD_COUNTERS, 0.0)
+        #: The child's totals already added here, per sample (name and labels).
+        self._counted: dict[tuple[str, tuple], float] = {}
 
     async def start(self) -> None:
         """Start the child and wait until its engine has loaded the shared state."""
@@ -114,11 +117,12 @@ class ModelProcess:
         try:
             while True:
                 head, blobs = await frames.read(reader)
-                self._count(head.pop("counters", {}))
+                self._count(head.pop("counters", []))
                 for generation, seconds in head.pop("gc_pauses", ()):
                     metrics.MODEL_GC_PAUSE_SECONDS.labels(str(generation)).observe(seconds)
                 if head.get("fatal"):  # the engine cannot go on; the child exits
-                    self._went_away(WorkerMustStop(head["error"]))
+                    self._went_away((StateLost if head.get("state_lost") else
+                                     WorkerMustStop)(head["error"]))
                     return
                 fut = self._pending.pop(head["id"])
                 if fut.done():  # its waiter was cancelled
@@ -144,11 +148,14 @@ class ModelProcess:
         if self.on_gone is not None and not self._closing:
             self.on_gone(reason)
 
-    def _count(self, totals: dict[str, float]) -> None:
-        for name, total in totals.items():
-            if total > self._counted[name]:
-                CHILD_COUNTERS[name].inc(total - self._counted[name])
-                self._counted[name] = total
+    def _count(self, totals: list) -> None:
+        for name, labels, total in totals:
+            key = (name, tuple(sorted(labels.items())))
+            counted = self._counted.get(key, 0.0)
+            if total > counted:
+                counter = CHILD_COUNTERS[name]
+                (counter.labels(**labels) if labels else counter).inc(total - counted)
+                self._counted[key] = total
 
     async def close(self, timeout_s: float = 15.0) -> None:
         """Ask the child to save what it keeps and exit; kill it if it does not."""
@@ -199,9 +206,8 @@ class _Child:
     def reply(self, request: int, out: Outgoing, extra: dict | None = None) -> None:
         # Each counter on its own: collecting the whole registry for two values cost ~30 us
         # per reply, against ~7.
-        counters = {name: next(s.value for m in counter.collect() for s in m.samples
-                               if s.name == name)
-                    for name, counter in CHILD_COUNTERS.items()}
+        counters = [(s.name, s.labels, s.value) for name, counter in CHILD_COUNTERS.items()
+                    for m in counter.collect() for s in m.samples if s.name == name]
         # Popped one by one: a collection may append while this runs.
         pauses = [self.gc_pauses.popleft() for _ in range(len(self.gc_pauses))]
         self.writer.write(frames.reply_frame(request, out, {"counters": counters,
@@ -230,7 +236,8 @@ class _Child:
     async def fatal(self, request: int, exc: WorkerMustStop) -> None:
         """Tell the worker why it must stop, then exit: no later batch may run."""
         log.critical("%s", exc)
-        self.reply(request, Outgoing([], [], {}), {"error": str(exc), "fatal": True})
+        self.reply(request, Outgoing([], [], {}), {"error": str(exc), "fatal": True,
+                                                   "state_lost": isinstance(exc, StateLost)})
         await self.writer.drain()
         os._exit(3)
 
