@@ -24,6 +24,7 @@ def test_every_subcommand_has_help(command):
     assert "Usage" in run(command, "--help").stdout
 
 
+@pytest.mark.slow
 def test_simulated_log_evaluates_prequentially(tmp_path):
     log = tmp_path / "world.jsonl"
     run("simulate", "--out", str(log), "--events", "3000", "--users", "200", "--items", "150")
@@ -82,6 +83,7 @@ async def test_replay_of_a_csv_log_reaches_the_worker_and_tail_shows_it(runtime,
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_demo_runs_end_to_end_with_a_training_round_and_a_hot_swap():
     """What `make demo` runs, shortened: a worker, simulated traffic, the bad events, and a
     training round whose student the worker takes into service while traffic flows."""

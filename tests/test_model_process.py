@@ -177,6 +177,7 @@ async def test_pipelined_raises_what_the_work_raised():
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_a_worker_with_the_engine_in_process_still_serves(runtime, producer, collector):
     app_id = uid("inproc")
     proc = start_worker(runtime, partitions=4, app_id=app_id,
@@ -207,6 +208,7 @@ def children(pid: int) -> list[int]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime, producer):
     app_id = uid("dies")
     proc = start_worker(runtime, partitions=4, app_id=app_id,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from streamrec.evaluation.prequential import prequential
-from streamrec.models.base import head_by_score, smallest_per_row
+from streamrec.models.base import Recommendation, head_by_score, smallest_per_row
 from streamrec.models.blend import Blend
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
@@ -79,7 +79,7 @@ class Leaker:
         self.last = item
 
     def recommend(self, user, k, exclude, now):
-        return [(self.last, 1.0)] if self.last else []
+        return [Recommendation(self.last, 1.0, ("leaker",))] if self.last else []
 
 
 def test_prequential_scores_a_click_against_the_list_before_its_view():
@@ -102,7 +102,10 @@ class Oracle:
         pass
 
     def recommend(self, user, k, exclude, now):
-        return [(self.answers[user], 1.0)]
+        return [Recommendation(self.answers[user], 1.0, ("oracle",))]
+
+    def add_item(self, item, ts, embedding=None):
+        pass
 
 
 def test_prequential_tells_clicks_on_new_items_from_other_cold_clicks():
@@ -185,11 +188,11 @@ def test_shortcuts_to_the_shared_sources_order_match_a_full_stable_sort():
     cat = Catalog()
     fresh = Freshness(cat, half_life_s=60.0, max_age_s=600.0)
     for j, ts in enumerate(rng.choice([0.0, 50.0, 100.0, 300.0, 1000.0, 1200.0], 200)):
-        fresh.add(f"item{j}", float(ts))
+        fresh.add_item(f"item{j}", float(ts))
     for now in (100.0, 1000.0, 5000.0):
         v, order = fresh.ranked_all(now)
         expected = np.argsort(-v, kind="stable")
         scored = v[expected] > 0  # the order of items too old to score does not matter
         assert (order[: scored.sum()] == expected[scored]).all()
-    fresh.add("late", 2000.0)  # a new item: the cached order is rebuilt
+    fresh.add_item("late", 2000.0)  # a new item: the cached order is rebuilt
     assert cat.ids[fresh.ranked_all(1500.0)[1][0]] == "late"

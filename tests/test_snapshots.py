@@ -90,6 +90,7 @@ async def test_store_rejects_corrupt_and_truncated_snapshots(redis_client, tmp_p
         await store.load("student", "student-v99")
 
 
+@pytest.mark.slow
 def test_a_student_snapshot_with_a_missing_or_misshapen_tensor_is_refused(trained):
     t, meta = trained.student_snapshot()
     StudentScorer(t, meta, "ok")
@@ -102,6 +103,7 @@ def test_a_student_snapshot_with_a_missing_or_misshapen_tensor_is_refused(traine
         StudentScorer(t, {"config": "{}"}, "v")
 
 
+@pytest.mark.slow
 def test_student_reaches_most_of_the_teacher_and_both_beat_chance(trained, movielens_log):
     s = trained.scores
     chance = 10 / len(movielens_log.item_ids)
@@ -110,6 +112,7 @@ def test_student_reaches_most_of_the_teacher_and_both_beat_chance(trained, movie
     assert abs(s["student_int8_hr_at_10"] - s["student_hr_at_10"]) < 0.02
 
 
+@pytest.mark.slow
 def test_served_student_matches_the_trained_towers(trained):
     """The numpy scorer computes what the torch student computes."""
     w = trained.window
@@ -124,6 +127,7 @@ def test_served_student_matches_the_trained_towers(trained):
     assert np.allclose(V, V_t, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_int8_snapshot_is_smaller_and_close(trained):
     t, _ = trained.student_snapshot()
     q, meta = trained.student_snapshot(quantise=True)
@@ -135,6 +139,7 @@ def test_int8_snapshot_is_smaller_and_close(trained):
     assert quantise_int8({"x": np.ones(2)})["x"].dtype != np.int8  # only the listed matrices
 
 
+@pytest.mark.slow
 def test_student_source_scores_with_the_blend_history(trained):
     w = trained.window
     src = StudentSource()
@@ -148,7 +153,7 @@ def test_student_source_scores_with_the_blend_history(trained):
         src.learn_one("alice", w.log.item_ids[j], ts=0.0)
     recs = src.recommend("alice", k=10, exclude=[w.log.item_ids[j] for j in first_user_items])
     assert len(recs) == 10 and src.version == "student-v7"
-    assert not {i for i, _ in recs} & {w.log.item_ids[j] for j in first_user_items}
+    assert not {r.item_id for r in recs} & {w.log.item_ids[j] for j in first_user_items}
 
 
 def test_the_trainer_uses_cuda_when_present(monkeypatch, movielens_log):
@@ -162,6 +167,7 @@ def test_the_trainer_uses_cuda_when_present(monkeypatch, movielens_log):
         train_teacher(w, train, SMALL)
 
 
+@pytest.mark.slow
 def test_window_metadata_is_json(trained):
     _, meta = trained.student_snapshot()
     ids = json.loads(meta["item_ids"])

@@ -124,6 +124,7 @@ async def scenario(rt: EmbeddedRuntime, log_path: Path) -> None:
         await r.aclose()
 
 
+@pytest.mark.slow
 def test_worker_swaps_students_and_refuses_a_corrupt_one(tmp_path: Path):
     with EmbeddedRuntime(run_dir=tmp_path) as rt:
         asyncio.run(ensure_topics(rt.kafka, 2))

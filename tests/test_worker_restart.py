@@ -34,6 +34,7 @@ async def wait_stats(r, key: str, at_least: int, timeout_s: float = 120.0) -> di
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_restarted_worker_carries_on_without_loss_or_double_counting(tmp_path: Path):
     with EmbeddedRuntime(run_dir=tmp_path) as rt:
         asyncio.run(ensure_topics(rt.kafka, 2))

@@ -19,7 +19,8 @@ import orjson
 from streamrec import metrics
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.engine.shared_state import SharedState
-from streamrec.models.blend import Blend, Recommendation
+from streamrec.models.base import Recommendation
+from streamrec.models.blend import Blend
 from streamrec.records import dead_letter
 from streamrec.records.errors import WorkerMustStop
 from streamrec.records.events import Click, Event, InvalidEvent, View, decode
@@ -194,13 +195,14 @@ class Engine:
                         out: Outgoing) -> None:
         """One fresh list per user in ``latest`` (user -> (triggering event id, its time))."""
         users = list(latest)
-        for user, recs in zip(users, self.recommend_many(users, now)):
+        for user, recs in zip(users, self.recommend_many(users, now=now)):
             trigger, trigger_ts = latest[user]
             out.recommendations.append((user.encode(), self._payload(user, recs, trigger, trigger_ts)))
 
-    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+    def recommend_many(self, users: Sequence[str], k: int | None = None, now: float = 0.0,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
-        return self.blend.recommend_many(users, k or self.top_k, now, None, exclude)
+        """The blend's lists (``k`` defaults to the worker's ``top_k``)."""
+        return self.blend.recommend_many(users, k or self.top_k, now, exclude)
 
     async def check_student(self) -> None:
         """Fetch a newly published student, if any; it goes into service before the next
@@ -323,7 +325,7 @@ class Engine:
         await self.state.before_batch({r.user_id for _, r in reqs}, ())
         now = max(self.clock, max((r.ts or 0.0) for _, r in reqs))
         for msg, req in reqs:  # one at a time: each request has its own k and exclusions
-            recs = self.recommend_many([req.user_id], now, req.k, [req.exclude])[0]
+            recs = self.recommend_many([req.user_id], req.k, now, [req.exclude])[0]
             out.recommendations.append((req.user_id.encode(), self._payload(
                 req.user_id, recs, req.request_id, msg.timestamp, req.request_id)))
         out.stats["recommendations"] = out.stats["events"] = len(reqs)
@@ -378,7 +380,7 @@ class PassthroughEngine(Engine):
         if mf.journal is not None:
             mf.journal.add(item)
 
-    def recommend_many(self, users: Sequence[str], now: float, k: int | None = None,
+    def recommend_many(self, users: Sequence[str], k: int | None = None, now: float = 0.0,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
         ids = self.blend.catalog.ids[-(k or self.top_k):]
         same = [Recommendation(i, 0.0, ("passthrough",)) for i in ids]

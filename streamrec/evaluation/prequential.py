@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streamrec.models.base import Recommendation
 from streamrec.models.blend import Blend
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
@@ -26,7 +27,14 @@ from streamrec.records.events import Click, Event, Upload, View
 
 
 class OnlineModel(Protocol):
+    """What the protocol needs of a model: every candidate source and the blend are one."""
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None: ...
+
+    def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
+                  now: float = 0.0) -> list[Recommendation]: ...
+
+    def add_item(self, item: str, ts: float, embedding: Any = None) -> None: ...
 
 
 def blend_without_content(seed: int = 0) -> Blend:
@@ -117,23 +125,9 @@ def encode_uploads(events: Iterable[Event], batch: int = 64,
     return out
 
 
-def _register(model: Any, item: str, ts: float, embedding: Any) -> None:
-    if isinstance(model, Blend):
-        model.add_item(item, ts, embedding)
-    elif hasattr(model, "set_embedding"):  # content, student
-        if embedding is not None:
-            model.set_embedding(item, embedding, ts)
-    else:
-        add = getattr(model, "add_item", None) or getattr(model, "add", None)
-        if add is not None:
-            add(item, ts)
-
-
-def top_ids(model: Any, user: str, k: int, seen: set[str], now: float) -> list[str]:
+def top_ids(model: OnlineModel, user: str, k: int, seen: set[str], now: float) -> list[str]:
     """A model's current top-``k`` item ids for ``user``, excluding ``seen``."""
-    if isinstance(model, Blend):
-        return [r.item_id for r in model.recommend(user, k, seen, now)]
-    return [i for i, _ in model.recommend(user, k, seen, now)]
+    return [r.item_id for r in model.recommend(user, k, seen, now)]
 
 
 @dataclass
@@ -209,7 +203,7 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
             appeared.setdefault(ev.item_id, ev.ts)
             for name, m in models.items():
                 t0 = time.perf_counter()
-                _register(m, ev.item_id, ev.ts, embeddings.get(ev.item_id))
+                m.add_item(ev.item_id, ev.ts, embeddings.get(ev.item_id))
                 scores[name].seconds += time.perf_counter() - t0
             continue
         if not isinstance(ev, (View, Click)):

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from streamrec.models.catalog import Catalog
+
+
+class Recommendation(NamedTuple):
+    """One recommended item: its id, its score and the sources that proposed it. (A named
+    tuple: lists build a few hundred per batch, and a frozen dataclass is 3x slower to
+    create.)"""
+
+    item_id: str
+    score: float
+    sources: tuple[str, ...]
 
 
 def top_k(scores: np.ndarray, k: int, exclude: Iterable[int] = (), floor: float = 0.0) -> np.ndarray:
@@ -84,6 +95,11 @@ class CandidateSource:
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         raise NotImplementedError
 
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
+        """An uploaded item, in the catalogue from ``ts`` on; sources that read content
+        override this to take its ``embedding`` too."""
+        self.catalog.add(item, ts)
+
     def score_all(self, user: str, now: float) -> np.ndarray:
         raise NotImplementedError
 
@@ -99,9 +115,11 @@ class CandidateSource:
         return np.stack([self.score_all(u, now) for u in users]) if users else np.zeros((0, 0))
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
-                  now: float = 0.0) -> list[tuple[str, float]]:
-        """The ``k`` best items for ``user`` as ``(item_id, score)``, excluding ``exclude``."""
+                  now: float = 0.0) -> list[Recommendation]:
+        """The ``k`` best items for ``user``, best first, without ``exclude``: the same contract
+        as :meth:`Blend.recommend <streamrec.models.blend.Blend.recommend>`."""
         scores = self.score_all(user, now)
         ex = [self.catalog.index[i] for i in exclude if i in self.catalog.index]
         idx = top_k(scores, k, ex, self.floor)
-        return [(self.catalog.ids[j], float(scores[j])) for j in idx]
+        mine = (self.name,)
+        return [Recommendation(self.catalog.ids[j], float(scores[j]), mine) for j in idx]

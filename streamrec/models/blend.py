@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
-from streamrec.models.base import CandidateSource, head_by_score, smallest_per_row
+from streamrec.models.base import CandidateSource, Recommendation, head_by_score, smallest_per_row
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
 from streamrec.models.covisitation import CoVisitation
@@ -66,16 +65,6 @@ FEATURES = (
 #: Columns of the per-source reciprocal ranks.
 RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10,
                 "student": 13}
-
-
-class Recommendation(NamedTuple):
-    """One recommended item: its id, the ranker's score and the sources that proposed it. (A
-    named tuple: lists build a few hundred per batch, and a frozen dataclass is 3x slower to
-    create.)"""
-
-    item_id: str
-    score: float
-    sources: tuple[str, ...]
 
 
 class Blend:
@@ -365,23 +354,22 @@ class Blend:
         """Register a new item (an upload) so the freshness source can propose it at once, and
         the sources that read content (content, student) too when its ``embedding`` is given."""
         self.catalog.add(item, ts)
-        if embedding is not None:
-            for s in self.sources.values():
-                if hasattr(s, "set_embedding"):
-                    s.set_embedding(item, embedding, ts)
+        for s in self.sources.values():
+            s.add_item(item, ts, embedding)
 
     # ---- recommending ---------------------------------------------------------------------
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (), now: float = 0.0,
-                  shared: dict | None = None) -> list[Recommendation]:
+                  *, shared: dict | None = None) -> list[Recommendation]:
         """The ``k`` best unseen items for ``user``, each with the sources that proposed it."""
-        return self.recommend_many([user], k, now, shared, [exclude])[0]
+        return self.recommend_many([user], k, now, [exclude], shared=shared)[0]
 
     def recommend_many(self, users: Sequence[str], k: int = 10, now: float = 0.0,
-                       shared: dict | None = None,
-                       exclude: Sequence[Iterable[str]] | None = None) -> list[list[Recommendation]]:
+                       exclude: Sequence[Iterable[str]] | None = None, *,
+                       shared: dict | None = None) -> list[list[Recommendation]]:
         """One list per user, computed together: a micro-batch costs a few matrix operations
-        rather than a few dozen numpy calls per user."""
+        rather than a few dozen numpy calls per user. ``exclude``: one list of item ids per
+        user; ``shared``: the user-independent scores at ``now``, if already computed."""
         n = len(self.catalog)
         if n == 0 or not users:
             return [[] for _ in users]

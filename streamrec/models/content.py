@@ -31,7 +31,7 @@ class ContentSource(CandidateSource):
     >>> cs.set_embedding("rock-show", np.array([0.0, 1.0]), ts=0)
     >>> cs.set_embedding("jazz-brunch", np.array([0.95, 0.31]), ts=1)
     >>> cs.learn_one("ann", "jazz-night", ts=2)
-    >>> [item for item, _ in cs.recommend("ann", k=1, exclude=["jazz-night"], now=2)]
+    >>> [r.item_id for r in cs.recommend("ann", k=1, exclude=["jazz-night"], now=2)]
     ['jazz-brunch']
     """
 
@@ -51,6 +51,11 @@ class ContentSource(CandidateSource):
         self.profiles: dict[str, tuple[np.ndarray, float, float]] = {}
         self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
         self.max_pending = max_pending
+
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
+        self.catalog.add(item, ts)
+        if embedding is not None:
+            self.set_embedding(item, embedding, ts)
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)

@@ -29,7 +29,7 @@ class CoVisitation(CandidateSource):
     ...     for t, item in enumerate(items):
     ...         cv.learn_one(user, item, ts=t)
     >>> cv.learn_one("dan", "tea", ts=5)
-    >>> [item for item, _ in cv.recommend("dan", k=2, exclude=["tea"], now=5)]
+    >>> [r.item_id for r in cv.recommend("dan", k=2, exclude=["tea"], now=5)]
     ['cake', 'jam']
     """
 

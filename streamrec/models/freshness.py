@@ -17,9 +17,9 @@ class Freshness(CandidateSource):
     Examples
     --------
     >>> fresh = Freshness(half_life_s=60)
-    >>> fresh.add("old", ts=0); fresh.add("new", ts=100)
-    >>> fresh.recommend("anyone", k=5, now=120)
-    [('new', 0.7937005259840998), ('old', 0.25)]
+    >>> fresh.add_item("old", ts=0); fresh.add_item("new", ts=100)
+    >>> [(r.item_id, round(r.score, 4)) for r in fresh.recommend("anyone", k=5, now=120)]
+    [('new', 0.7937), ('old', 0.25)]
     """
 
     name = "fresh"
@@ -31,9 +31,6 @@ class Freshness(CandidateSource):
         self.max_age_s = max_age_s
         #: Catalogue indices newest first (ties by index), for the first ``len`` items.
         self._by_time = np.empty(0, np.int64)
-
-    def add(self, item: str, ts: float) -> None:
-        self.catalog.add(item, ts)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         self.catalog.add(item, ts)

@@ -36,7 +36,7 @@ class DecayedPopularity(CandidateSource):
     >>> pop = DecayedPopularity(half_life_s=3600)
     >>> for ts, item in [(0, "old"), (0, "old"), (3600, "new"), (3600, "new"), (3600, "new")]:
     ...     pop.learn_one("u", item, ts)
-    >>> pop.recommend("u", k=2, now=3600)
+    >>> [(r.item_id, r.score) for r in pop.recommend("u", k=2, now=3600)]
     [('new', 3.0), ('old', 1.0)]
     """
 

@@ -39,7 +39,7 @@ class StudentSource(CandidateSource):
     >>> src.set_embedding("kittens", np.array([0.9, 0.1]), ts=0)
     >>> src.set_embedding("cars", np.array([0.0, 1.0]), ts=0)
     >>> src.learn_one("ann", "cats", ts=1)
-    >>> [item for item, _ in src.recommend("ann", k=1, exclude=["cats"])], src.version
+    >>> [r.item_id for r in src.recommend("ann", k=1, exclude=["cats"])], src.version
     (['kittens'], 'student-v1')
     """
 
@@ -81,6 +81,11 @@ class StudentSource(CandidateSource):
         self._vectors = np.zeros((0, scorer.dim if scorer else 0), np.float32)
         self._bias = np.zeros(0, np.float32)
         self._stale.clear()
+
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
+        self.catalog.add(item, ts)
+        if embedding is not None:
+            self.set_embedding(item, embedding, ts)
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)

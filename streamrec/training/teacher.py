@@ -122,7 +122,7 @@ class TeacherSource(CandidateSource):
     >>> for item in "abc":
     ...     src.add_item(item, ts=0)
     >>> src.learn_one("ann", "a", ts=0)
-    >>> sorted(item for item, _ in src.recommend("ann", k=5, exclude=["a"]))
+    >>> sorted(r.item_id for r in src.recommend("ann", k=5, exclude=["a"]))
     ['b', 'c']
     >>> src.recommend("bob", k=5)  # no history: no opinion
     []
@@ -142,10 +142,6 @@ class TeacherSource(CandidateSource):
             self._items = teacher.item_vectors(*(torch.as_tensor(a).to(device) for a in (
                 text, image, has_image, id_rows, fused)))
         self._own: dict[str, dict[int, bool]] = {}  # user -> history row -> clicked
-
-    def add_item(self, item: str, ts: float) -> None:
-        """An upload: its content is known, so the teacher can score it at once."""
-        self.catalog.add(item, ts)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         self.catalog.add(item, ts)
