@@ -11,12 +11,13 @@ import time
 import numpy as np
 import orjson
 import pytest
-from conftest import send, uid
 from PIL import Image
 
 from streamrec.content.images import MAX_IMAGE_BYTES
 from streamrec.records.events import Click, RecRequest, Upload, View
 from streamrec.simulator.render import render_item, to_base64_png
+
+from conftest import send, uid
 
 pytestmark = pytest.mark.integration
 

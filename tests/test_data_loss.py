@@ -13,7 +13,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from conftest import send, uid
 
 from streamrec import metrics
 from streamrec.config import Settings
@@ -26,6 +25,8 @@ from streamrec.records.dead_letter import TRUNCATED_BYTES
 from streamrec.records.errors import WorkerMustStop
 from streamrec.records.events import MAX_UPLOAD_BYTES, View, encode
 from streamrec.records.topics import ensure_topics
+
+from conftest import send, uid
 
 pytestmark = pytest.mark.integration
 

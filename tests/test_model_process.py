@@ -11,7 +11,6 @@ import time
 import faust
 import orjson
 import pytest
-from conftest import uid
 
 from streamrec import metrics
 from streamrec.config import Settings
@@ -24,6 +23,8 @@ from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records import dead_letter
 from streamrec.records.events import Click, View, encode
 from streamrec.streams.batching import MicroBatches
+
+from conftest import uid
 
 
 def test_a_reply_round_trips_lists_dead_letters_and_counts():

@@ -6,10 +6,11 @@ import time
 
 import orjson
 import pytest
-from conftest import send, uid
 
 from streamrec.engine.shared_state import read_stats
 from streamrec.records.events import Click, RecRequest, Upload, View
+
+from conftest import send, uid
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
-from conftest import uid
 
 from streamrec.embedded import free_port
 from streamrec.engine.shared_state import APPLY_INCREMENTS, SharedState
 from streamrec.models.blend import Blend
+
+from conftest import uid
 
 pytestmark = pytest.mark.integration
 

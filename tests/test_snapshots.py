@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import uid
 
 from streamrec.models.student import StudentSource
 from streamrec.models.student_scorer import StudentScorer, quantise_int8
@@ -24,6 +23,8 @@ from streamrec.training.distill import (
     train_teacher,
 )
 from streamrec.training.training_log import TrainingLog
+
+from conftest import uid
 
 SMALL = TrainConfig(teacher_epochs=2, student_epochs=(1, 1), batch=128, negatives=127)
 

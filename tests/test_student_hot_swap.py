@@ -16,7 +16,6 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
-from conftest import Collector
 
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.processes import start_worker, wait_for_worker
@@ -27,6 +26,8 @@ from streamrec.snapshots.store import SnapshotStore
 from streamrec.training.distill import TrainConfig, train_models
 from streamrec.training.trainer import announcement
 from streamrec.training.training_log import TrainingLog
+
+from conftest import Collector
 
 pytestmark = pytest.mark.integration
 

@@ -440,6 +440,14 @@ class SharedState:
         pipe.hgetall(f"{self.p}:item-clicks")
         pipe.hgetall(f"{self.p}:item-events")
         res = await pipe.execute()
+        vectors, items, clicks, events = res[len(epochs):]
+        # The new items first, so that they enter the catalogue at their upload time: an item
+        # first met in another worker's counts or vectors would enter as first seen at 0.
+        new = [k.decode() for k, _ in items]
+        embeddings = await self.cache.get_many(new) if self.cache is not None and new else {}
+        for k, (_, ts) in zip(new, items):
+            self.blend.add_item(k, ts, embeddings.get(k))
+            self._items_seen_ts = max(self._items_seen_ts, ts)
         if epochs:
             merged: dict[str, float] = {}
             for e, h in zip(epochs, res):
@@ -448,17 +456,9 @@ class SharedState:
                     k = k.decode()
                     merged[k] = merged.get(k, 0.0) + float(v) * f
             self.pop.set_raw(epochs[-1], merged)
-        vectors, items, clicks, events = res[len(epochs):]
         if self.mf is not None:
             for k, v in vectors.items():
                 self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
-        new = [k.decode() for k, _ in items]
-        vectors = await self.cache.get_many(new) if self.cache is not None and new else {}
-        for k, (_, ts) in zip(new, items):
-            self.blend.add_item(k, ts, vectors.get(k))
-            self._items_seen_ts = max(self._items_seen_ts, ts)
-        # After the items, so that they enter the catalogue at their upload time (an item known
-        # only from another worker's events enters as first seen at 0: not fresh).
         self.counts.set_counts({k.decode(): float(v) for k, v in clicks.items()},
                                {k.decode(): float(v) for k, v in events.items()})
 

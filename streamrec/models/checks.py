@@ -1,0 +1,126 @@
+"""The contract every candidate source and the blend keep, as checks a new model must pass
+(in the spirit of river's ``check_estimator``): ``tests/test_conformance.py`` runs them over
+every model, so one that breaks the contract fails the suite.
+
+A model here is built by a factory taking a seed, learns with ``learn_one(user, item, ts,
+clicked)``, takes uploads with ``add_item(item, ts, embedding)`` and answers
+``recommend(user, k, exclude, now)`` with a list of
+:class:`~streamrec.models.base.Recommendation`.
+
+>>> from streamrec.models.popularity import DecayedPopularity
+>>> check_model(lambda seed: DecayedPopularity())
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from streamrec.models.base import Recommendation
+
+Factory = Callable[[int], Any]
+
+#: Dimension of the content vectors the checks upload items with.
+CONTENT_DIM = 128
+
+
+def stream(seed: int = 0, n_users: int = 12, n_items: int = 30, n_events: int = 400,
+           dim: int = CONTENT_DIM) -> Iterator[tuple[str, tuple]]:
+    """A small deterministic log: uploads (with unit content vectors) then views and clicks
+    with some taste structure; ``("upload", (item, ts, vector))`` or ``("event", (user, item,
+    ts, clicked))``."""
+    rng = np.random.default_rng(seed)
+    topics = rng.integers(0, 3, n_items)
+    centres = rng.normal(size=(3, dim))
+    for j in range(n_items):
+        v = centres[topics[j]] + 0.3 * rng.normal(size=dim)
+        yield "upload", (f"item{j}", float(j), (v / np.linalg.norm(v)).astype(np.float32))
+    taste = rng.integers(0, 3, n_users)
+    for n in range(n_events):
+        u = int(rng.integers(n_users))
+        mine = np.flatnonzero(topics == taste[u])
+        j = int(rng.choice(mine)) if rng.random() < 0.8 else int(rng.integers(n_items))
+        yield "event", (f"user{u}", f"item{j}", float(n_items + n), bool(rng.random() < 0.3))
+
+
+def feed(model: Any, seed: int = 0) -> dict[str, list[str]]:
+    """Run :func:`stream` through ``model`` (content vectors of its ``content_dim``, if it has
+    one); returns each user's items in order."""
+    history: dict[str, list[str]] = {}
+    for kind, args in stream(seed, dim=getattr(model, "content_dim", CONTENT_DIM)):
+        if kind == "upload":
+            model.add_item(*args)
+        else:
+            model.learn_one(*args)
+            history.setdefault(args[0], []).append(args[1])
+    return history
+
+
+NOW = 1_000.0
+
+
+def check_unseen_users_and_items(make: Factory) -> None:
+    """An empty model and a user or item it never saw get answers, not errors."""
+    empty = make(0)
+    assert empty.recommend("nobody", 5, (), NOW) == [], "an empty catalogue has no list"
+    model = make(0)
+    feed(model)
+    for rec in model.recommend("a-new-user", 5, (), NOW):
+        assert isinstance(rec, Recommendation)
+    model.learn_one("a-new-user", "an-unseen-item", NOW, True)
+    model.add_item("another-unseen-item", NOW, None)
+    model.recommend("a-new-user", 5, (), NOW)
+
+
+def check_lists_are_well_formed(make: Factory) -> None:
+    """At most ``k`` distinct known items, best first, each with the sources that proposed it."""
+    model = make(0)
+    history = feed(model)
+    for user in history:
+        recs = model.recommend(user, 7, (), NOW)
+        assert len(recs) <= 7
+        ids = [r.item_id for r in recs]
+        assert len(set(ids)) == len(ids), f"{user}: an item twice"
+        assert all(r.sources and all(isinstance(s, str) for s in r.sources) for r in recs)
+        assert all(np.isfinite(r.score) for r in recs)
+
+
+def check_excluded_items_are_never_proposed(make: Factory) -> None:
+    """Items the caller excludes (those the user has seen) never appear."""
+    model = make(0)
+    history = feed(model)
+    for user, items in history.items():
+        seen = set(items)
+        got = {r.item_id for r in model.recommend(user, 20, seen, NOW)}
+        assert not got & seen, f"{user}: seen items proposed: {sorted(got & seen)}"
+
+
+def check_deterministic_under_a_seed(make: Factory) -> None:
+    """Two models from the same seed, fed the same log, give the same lists."""
+    a, b = make(3), make(3)
+    history = feed(a)
+    feed(b)
+    for user in history:
+        assert a.recommend(user, 10, (), NOW) == b.recommend(user, 10, (), NOW), user
+
+
+def check_docstring_example(make: Factory) -> None:
+    """The model's class documents itself with an example (run by the doctests)."""
+    cls = type(make(0))
+    doc = inspect.getdoc(cls) or ""
+    module_doc = inspect.getdoc(inspect.getmodule(cls)) or ""
+    assert ">>>" in doc or ">>>" in module_doc, f"{cls.__name__} has no docstring example"
+
+
+CHECKS = [check_unseen_users_and_items, check_lists_are_well_formed,
+          check_excluded_items_are_never_proposed, check_deterministic_under_a_seed,
+          check_docstring_example]
+
+
+def check_model(make: Factory) -> None:
+    """Run every check of the contract on the models ``make(seed)`` builds."""
+    for check in CHECKS:
+        check(make)
