@@ -212,6 +212,29 @@ class Engine:
             await self.students.check()
             metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
 
+    #: The batch operations, each a method of the engine taking a batch of messages.
+    OPS = ("interactions", "uploads", "requests", "model_updates")
+
+    def step(self, op: str):
+        """The method that runs batches of ``op`` (one of :attr:`OPS`)."""
+        if op not in self.OPS:
+            raise ValueError(f"unknown op {op!r}")
+        return getattr(self, op)
+
+    async def start(self) -> None:
+        """Load the shared state and any student in service (once, before the first batch)."""
+        await self.state.load()
+        await self.check_student()
+
+    async def close(self) -> None:
+        """Save what only this worker holds (the ranker) and stop the encoder."""
+        try:
+            if self.state.marker is not None:  # started
+                await self.state.save_ranker()
+        finally:
+            if self.content is not None:
+                self.content.close()
+
     async def refresh_models(self) -> None:
         """Periodic upkeep: check the shared state is still there, save the ranker, fetch a
         student published meanwhile (in a consumer group only one worker gets each

@@ -113,6 +113,13 @@ class ModelProcess:
     async def call(self, op: str, batch: Sequence[Incoming] = ()) -> Outgoing:
         return await self.submit(op, batch)
 
+    async def forget(self) -> None:
+        """After a rebalance: the child drops owned state, behind the batches sent before."""
+        await self.call("forget")
+
+    async def refresh_models(self) -> None:
+        await self.call("refresh_models")
+
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
@@ -185,10 +192,6 @@ class ModelProcess:
 
 # ---- the child ----------------------------------------------------------------------------
 
-#: The ops that run batches, each in the order it receives them.
-BATCH_OPS = ("interactions", "uploads", "requests", "model_updates")
-
-
 class _Child:
     """The model process's side: one task per batch op, replies in the order each op's
     batches were sent."""
@@ -196,9 +199,7 @@ class _Child:
     def __init__(self, engine: Engine, writer: asyncio.StreamWriter) -> None:
         self.engine = engine
         self.writer = writer
-        self.queues = {op: asyncio.Queue() for op in BATCH_OPS}
-        self.steps = {"interactions": engine.interactions, "uploads": engine.uploads,
-                      "requests": engine.requests, "model_updates": engine.model_updates}
+        self.queues = {op: asyncio.Queue() for op in Engine.OPS}
         #: (generation, seconds) of the collections since the last reply, which carries them
         #: to the worker's /metrics (bounded, should replies stop for long).
         self.gc_pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
@@ -214,7 +215,7 @@ class _Child:
                                                             "gc_pauses": pauses, **(extra or {})}))
 
     async def run_batches(self, op: str) -> None:
-        queue, step = self.queues[op], self.steps[op]
+        queue, step = self.queues[op], self.engine.step(op)
         while True:
             request, batch = await queue.get()
             if batch is None:  # "forget", queued behind the batches sent before it
@@ -246,14 +247,11 @@ class _Child:
         engine = self.engine
         try:
             if op == "start":
-                await engine.state.load()
-                await engine.check_student()
+                await engine.start()
             elif op == "refresh_models":
                 await engine.refresh_models()
             elif op == "close":
-                await engine.state.save_ranker()
-                if engine.content is not None:
-                    engine.content.close()
+                await engine.close()
             else:
                 raise ValueError(f"unknown op {op!r}")
         except WorkerMustStop as exc:
@@ -265,7 +263,7 @@ class _Child:
         return op != "close"
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
-        runners = [asyncio.create_task(self.run_batches(op)) for op in BATCH_OPS]
+        runners = [asyncio.create_task(self.run_batches(op)) for op in Engine.OPS]
         try:
             while True:
                 try:

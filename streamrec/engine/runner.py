@@ -84,17 +84,6 @@ async def publish(producer, out: Outgoing) -> None:
             metrics.EVENTS.labels(k[len("events_"):]).inc(v)
 
 
-async def process(producer, step: Step, events, agent: str,
-                  highwater: Callable[[object], int | None] | None = None) -> Outgoing:
-    t0 = time.perf_counter()
-    batch = incoming(events, highwater)
-    out = await run_step(step, batch, agent)
-    await publish(producer, out)
-    metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - t0)
-    metrics.BATCH_SIZE.labels(agent).observe(len(batch))
-    return out
-
-
 async def pipelined(batches, submit: Callable[[Sequence[Incoming]], Awaitable[Outgoing]],
                     producer, agent: str, depth: int = 2,
                     highwater: Callable[[object], int | None] | None = None) -> None:

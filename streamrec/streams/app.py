@@ -17,14 +17,14 @@ from streamrec import metrics
 from streamrec.config import Settings
 from streamrec.embedded import free_port
 from streamrec.engine.build import build_engine, worker_id
-from streamrec.engine.engine import Engine
+from streamrec.engine.host import EngineHost, InLoopHost
 from streamrec.engine.model_process import ModelProcess, ModelProcessError
 from streamrec.engine.naive import NaivePipeline
-from streamrec.engine.runner import pipelined, process
+from streamrec.engine.runner import pipelined
 from streamrec.engine.shared_state import StateLost
 from streamrec.records import dead_letter, topics
 from streamrec.records.errors import WorkerMustStop
-from streamrec.streams.batching import MicroBatches, micro_batches
+from streamrec.streams.batching import MicroBatches
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
 
@@ -71,16 +71,14 @@ def create_app(settings: Settings) -> App:
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=settings.partitions)
 
-    engine: Engine | None = None
-    model: ModelProcess | None = None
+    host: EngineHost
+    started: asyncio.Future | None = None
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender, assigned, **kwargs):
         # Users and partitions may have moved on elsewhere while this worker did not own them.
-        if engine is not None:
-            engine.forget_owned_state()
-        elif model is not None and starting is not None and starting.done():
-            await model.call("forget")
+        if started is not None and started.done():  # a failed start is retried afresh
+            await host.forget()
         await redis.hset(f"{settings.app_id}:workers", worker_id(), orjson.dumps({
             "ts": time.time(), "partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),
             "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
@@ -97,7 +95,7 @@ def create_app(settings: Settings) -> App:
 
     stopping: Exception | None = None
 
-    def model_gone(exc: Exception) -> None:
+    def stop_worker(exc: Exception) -> None:
         # The model process died, or the engine found it cannot go on (WorkerMustStop).
         # Batches in flight were taken from the stream but never acked: only a restart
         # from the committed offsets processes them again. Not carrying on without models.
@@ -114,57 +112,33 @@ def create_app(settings: Settings) -> App:
         asyncio.get_running_loop().call_later(MODEL_GONE_EXIT_S, os._exit, 1)
         asyncio.ensure_future(app.crash(exc))
 
-    if settings.model_process:
-        model = ModelProcess(settings, worker_id(), on_gone=model_gone)
-    else:
-        engine = build_engine(settings, redis)
-        app.streamrec_engine = engine  # for tests and introspection
-
-    starting: asyncio.Future | None = None
-
-    async def start() -> None:
-        if model is not None:
-            await model.start()
-        else:
-            await engine.state.load()
-            await engine.check_student()
+    host = (ModelProcess(settings, worker_id(), on_gone=stop_worker) if settings.model_process
+            else InLoopHost(build_engine(settings, redis)))
 
     async def ensure_started() -> None:
         # Once, however many agents ask at the same time; after a failure (Redis down), the
         # next batch tries again.
-        nonlocal starting
-        if starting is None:
-            starting = asyncio.ensure_future(start())
+        nonlocal started
+        if started is None:
+            started = asyncio.ensure_future(host.start())
         try:
-            await asyncio.shield(starting)
+            await asyncio.shield(started)
         except Exception:
-            if starting.done():
-                starting = None
+            if started.done():
+                started = None
             raise
 
     def batch_agent(op: str, name: str, size: int, within_s: float, *names: str) -> None:
-        """An agent that runs ``op`` over micro-batches of ``names``: in the model process,
-        taking in the next batch meanwhile, or here, one batch at a time."""
+        """An agent that hands micro-batches of ``names`` to the engine's ``op``, takes in the
+        next batch meanwhile, and acknowledges each once its lists are published."""
         async def agent(stream):
-            highwater = app.consumer.highwater
-            if model is not None:
-                try:
-                    await ensure_started()
-                    await pipelined(MicroBatches(stream, size, within_s),
-                                    lambda batch: model.submit(op, batch), app.producer, name,
-                                    highwater=highwater)
-                except ModelProcessError as exc:
-                    model_gone(exc)
-                return
-            step = getattr(engine, op)
             try:
-                async for events in micro_batches(stream, size, within_s):
-                    await ensure_started()
-                    await process(app.producer, step, events, name, highwater)
-                    if op == "interactions":
-                        await engine.state.refresh()
-            except WorkerMustStop as exc:
-                model_gone(exc)
+                await ensure_started()
+                await pipelined(MicroBatches(stream, size, within_s),
+                                lambda batch: host.submit(op, batch), app.producer, name,
+                                highwater=app.consumer.highwater)
+            except (ModelProcessError, WorkerMustStop) as exc:
+                stop_worker(exc)
 
         app.agent(topic(*names), name=name.replace("-", "_"))(agent)
 
@@ -178,27 +152,18 @@ def create_app(settings: Settings) -> App:
 
     @app.timer(interval=max(settings.refresh_s, 1.0))
     async def refresh_models():
-        if starting is None or not starting.done():
+        if started is None or not started.done():
             return
         try:
-            if model is not None:
-                await model.call("refresh_models")
-                return
-            await engine.refresh_models()
+            await host.refresh_models()
         except WorkerMustStop as exc:
-            model_gone(exc)
+            stop_worker(exc)
         except (RedisError, OSError, ModelProcessError) as exc:
             log.warning("model refresh skipped, Redis unavailable: %s", exc)
 
     @app.on_before_shutdown.connect
     async def save_on_shutdown(sender, **kwargs):
-        if model is not None:
-            await model.close()
-            return
-        if starting is not None and starting.done():
-            await engine.state.save_ranker()
-        if engine.content is not None:
-            engine.content.close()
+        await host.close()
 
     @app.page("/metrics")
     async def metrics_page(web, request):
