@@ -400,8 +400,7 @@ class PassthroughEngine(Engine):
         mf = b.sources["isgd"]
         mf.reserve(j + 1)
         mf.user_vector(user)
-        if mf.journal is not None:
-            mf.journal.add(item)
+        mf.mark_changed({item})
 
     def recommend_many(self, users: Sequence[str], k: int | None = None, now: float = 0.0,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:

@@ -116,15 +116,11 @@ class SharedState:
         #: Item embeddings shared by all workers (None when content is switched off).
         self.cache = EmbeddingCache(redis, content_version, self.content.dim, prefix) \
             if self.content is not None and content_version else None
-        # Switch on the journals: the models now record what must be written back.
-        if self.pop is not None:
-            self.pop.journal = {}
-        if self.co is not None:
-            self.co.journal = {}
-        if self.mf is not None:
-            self.mf.journal = set()
         self.counts = blend.item_counts
-        self.counts.journal = {}
+        # The models now keep what changed, which each write-back takes from them.
+        for model in (self.pop, self.co, self.mf, self.counts):
+            if model is not None:
+                model.record_changes()
         self.loaded_users: set[str] = set()
         self.touched_users: set[str] = set()
         #: Applied offset of each partition ("topic:partition") as far as this worker knows:
@@ -198,8 +194,7 @@ class SharedState:
             return
         d = orjson.loads(raw)
         b, cat = self.blend, self.blend.catalog
-        b.seen.pop(user, None)
-        b._seen_idx.pop(user, None)
+        b.forget_seen(user)
         for i in d.get("seen", ()):
             b.mark_seen(user, cat.add(i, 0.0))
         b.clicked[user] = {cat.add(i, 0.0) for i in d.get("clicked", ())}
@@ -284,7 +279,7 @@ class SharedState:
         co, cat = self.co, self.blend.catalog
         epoch = float(epoch_raw)
         if co.epoch is None or epoch > co.epoch:
-            co._scale(epoch)
+            co.rescale(epoch)
         f = 2.0 ** (-(co.epoch - epoch) / co.half_life_s)
         co.set_neighbours(j, np.fromiter((cat.add(n.decode() if isinstance(n, bytes) else n, 0.0)
                                           for n, _ in pairs), np.int64, len(pairs)),
@@ -322,29 +317,27 @@ class SharedState:
             pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json,
                       orjson.dumps([f"{self.p}:offsets", guard]))
         groups: list = []
-        if self.pop is not None and self.pop.journal:
+        popularity = self.pop.take_changes() if self.pop is not None else {}
+        if popularity:
             groups.append(["h", f"{self.p}:pop:{int(self.pop.epoch)}",
-                           [x for kv in self.pop.journal.items() for x in kv]])
-            self.pop.journal.clear()
-        if self.counts.journal:
-            journal, self.counts.journal = self.counts.journal, {}
+                           [x for kv in popularity.items() for x in kv]])
+        journal = self.counts.take_changes()
+        if journal:
             clicks = [x for item, (c, _) in journal.items() if c for x in (item, c)]
             if clicks:
                 groups.append(["h", f"{self.p}:item-clicks", clicks])
             groups.append(["h", f"{self.p}:item-events",
                            [x for item, (_, e) in journal.items() for x in (item, e)]])
-        if self.co is not None and self.co.journal:
+        pairs = self.co.take_changes() if self.co is not None else {}
+        if pairs:
             pipe.set(f"{self.p}:co-epoch", repr(self.co.epoch))
-            groups.append(["p", f"{self.p}:co:",
-                           [x for (a, b), w in self.co.journal.items() for x in (a, b, w)]])
-            self.co.journal.clear()
+            groups.append(["p", f"{self.p}:co:", [x for (a, b), w in pairs.items()
+                                                  for x in (a, b, w)]])
         groups_json = orjson.dumps(groups) if groups else None
         if groups_json is not None:
             pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json)
         # Vectors and user states are rewritten whole, so resending them is harmless.
-        vectors: set[str] = set()
-        if self.mf is not None:
-            vectors, self.mf.journal = self.mf.journal, set()
+        vectors = self.mf.take_changes() if self.mf is not None else set()
         if vectors:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
@@ -377,7 +370,7 @@ class SharedState:
             # Resent, guarded, with the next write (a new failure keeps them for the one after).
             self._in_doubt = in_doubt + self._in_doubt
             if self.mf is not None:
-                self.mf.journal |= vectors
+                self.mf.mark_changed(vectors)
             self.touched_users |= users
             for part, off in offsets.items():
                 self._unwritten_offsets[part] = max(off, self._unwritten_offsets.get(part, -1))

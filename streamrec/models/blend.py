@@ -309,6 +309,11 @@ class Blend:
         if self.new_slots is not None:
             self.new_slots.observe(user, j, clicked)
 
+    def forget_seen(self, user: str) -> None:
+        """Drop what ``user`` has seen here (before their state is loaded from elsewhere)."""
+        self.seen.pop(user, None)
+        self._seen_idx.pop(user, None)
+
     def mark_seen(self, user: str, j: int) -> None:
         """Never recommend item ``j`` to ``user`` again (kept as a set and, for building the
         batch's exclusion mask quickly, as a growing index array)."""

@@ -58,7 +58,9 @@ class CoVisitation(CandidateSource):
         #: benchmark's pass-through, which writes what the pipeline writes without models).
         self.keep_lists = True
 
-    def _scale(self, ts: float) -> float:
+    def rescale(self, ts: float) -> float:
+        """Move the epoch forward to ``ts``'s (rescaling every weight held); the factor that
+        turns a raw weight at ``ts`` into one relative to the epoch."""
         epoch = epoch_of(ts, self.half_life_s)
         if self.epoch is None:
             self.epoch = epoch
@@ -70,9 +72,21 @@ class CoVisitation(CandidateSource):
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
 
+    def record_changes(self) -> None:
+        """From now on, keep the pair increments :meth:`take_changes` hands over (raw weights
+        relative to :attr:`epoch`), for a worker's write-back."""
+        self.journal = {}
+
+    def take_changes(self) -> dict[tuple[str, str], float]:
+        """(item, item) -> weight gained since the last call; forgotten here."""
+        if self.journal is None:
+            return {}
+        changes, self.journal = self.journal, {}
+        return changes
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         i = self.catalog.add(item, ts)
-        scale = self._scale(ts) * (1.0 if clicked else self.view_weight)
+        scale = self.rescale(ts) * (1.0 if clicked else self.view_weight)
         self._count = grow_rows(self._count, i + 1)
         self._count[i] += scale
         hist = self.recent.get(user)

@@ -78,6 +78,23 @@ class ISGD(CandidateSource):
             p = self.user_factors[user] = self._rng.normal(0.0, 0.1, self.n_factors)
         return p
 
+    def record_changes(self) -> None:
+        """From now on, keep the items whose vectors change, for :meth:`take_changes`."""
+        self.journal = set()
+
+    def take_changes(self) -> set[str]:
+        """The items whose vectors changed since the last call; forgotten here."""
+        if self.journal is None:
+            return set()
+        changes, self.journal = self.journal, set()
+        return changes
+
+    def mark_changed(self, items: set[str]) -> None:
+        """Hand these items over again with the next :meth:`take_changes` (a write that
+        failed, a vector set from outside)."""
+        if self.journal is not None:
+            self.journal |= items
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if j >= self._initialised:  # checked here: a call per event cost 1 us

@@ -34,6 +34,18 @@ class ItemCounts:
         #: item -> [clicks, events] added since the last write-back (None: not recording).
         self.journal: dict[str, list[float]] | None = None
 
+    def record_changes(self) -> None:
+        """From now on, keep the counts :meth:`take_changes` hands over, for a worker's
+        write-back."""
+        self.journal = {}
+
+    def take_changes(self) -> dict[str, list[float]]:
+        """item -> [clicks, events] gained since the last call; forgotten here."""
+        if self.journal is None:
+            return {}
+        changes, self.journal = self.journal, {}
+        return changes
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         self._grow(j + 1)

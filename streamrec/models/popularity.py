@@ -62,6 +62,18 @@ class DecayedPopularity(CandidateSource):
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
 
+    def record_changes(self) -> None:
+        """From now on, keep the increments :meth:`take_changes` hands over (the raw counts
+        each item gained, relative to :attr:`epoch`), for a worker's write-back."""
+        self.journal = {}
+
+    def take_changes(self) -> dict[str, float]:
+        """The increments since the last call; they are forgotten here."""
+        if self.journal is None:
+            return {}
+        changes, self.journal = self.journal, {}
+        return changes
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         self._raw = grow_rows(self._raw, j + 1)
