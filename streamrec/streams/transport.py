@@ -1,33 +1,21 @@
 """Faust's aiokafka transport: bounded fetch and records waits, eager message delivery.
 
-Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. A Kafka broker answers a
-fetch as soon as ``fetch_min_bytes`` arrive, but the embedded Tansu broker reads the partitions
-once and then sleeps out the rest of the wait (tansu-broker ``fetch.rs``), so a record that
-lands meanwhile waits for a later fetch. That put ~450 ms on every recommendation (p50 388 ms
-at 1500 ms); with a plain consumer at 1,000 events/s, produce -> consume took p50 55 / 33 / 13
-ms at 200 / 100 / 20 ms waits. The wait is ``App.fetch_max_wait_ms`` (the worker sets it from
-``STREAMREC_FETCH_MAX_WAIT_MS``, default 10): paced at 1,000 events/s, six alternating pairs on
-fresh runtimes (two with the driver lingering 2 ms, not 5) gave p99 median 37 ms (32.7-40.5) at
-10 ms against 41 ms (34.6-56.6) at 20, and p50 lower in five of six; 5 ms was no better than 20
-(p99 50.0 and 41.6 ms in the first two pairs). A short wait costs an idle worker more empty
-fetches: 6.7-7.1% of a core for the worker and 14.0-14.3% for Tansu at 10 ms, against 4.1-4.3%
-and 12.3-12.6% at 20 (sampled over 20 s, two each). It buys nothing on a Kafka broker, which
-answers as soon as records arrive: raise it there.
-
-Faust hands each fetched message to the streams with ``wait_first(deliver(message),
-suspend_flow.wait())``, so that a rebalance can interrupt a delivery blocked on a full
-buffer. That builds four tasks and an ``asyncio.wait`` per message: 23 us with uvloop
-(measured), a sixth of what the pass-through worker spends per event. Deliveries nearly always
-finish without waiting, so :class:`_Consumer` runs each one eagerly and falls back to Faust's
-path, with the rest of the delivery, only when it suspends.
-
-Faust runs its aiokafka consumer in a thread with its own event loop, and every fetch, commit
-and seek crosses between the loops through a method queue. On two cores that thread competes
-with the worker's loop for the GIL while the loop ranks, and each hand-over waits for the
-other loop's turn. :class:`_InLoopConsumerThread` runs the same service as tasks of the
-worker's loop instead (aiokafka is asyncio-native; the thread bought nothing but isolation
-from a blocked loop, which our agents never block for long). Paced at 1,000 events/s, each on a
-fresh runtime: p99 50-65 ms in-loop against 58-91 ms threaded; throughput unchanged.
+- Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. A Kafka broker answers
+  a fetch as soon as records arrive, but the embedded Tansu broker reads the partitions once
+  and sleeps out the rest of the wait, so a record that lands meanwhile waits for a later
+  fetch (about 450 ms on every list at 1500 ms). The wait is ``App.fetch_max_wait_ms``, from
+  ``STREAMREC_FETCH_MAX_WAIT_MS`` (default 10; raise it on Kafka, where it costs nothing and
+  saves an idle worker's empty fetches). See docs/decisions/0006-fetch-wait-10-ms.md.
+- Faust hands each fetched message to the streams with ``wait_first(deliver(message),
+  suspend_flow.wait())``, so that a rebalance can interrupt a delivery blocked on a full
+  buffer: four tasks and an ``asyncio.wait`` per message. Deliveries nearly always finish
+  without waiting, so :class:`_Consumer` runs each one eagerly and falls back to Faust's path,
+  with the rest of the delivery, only when it suspends.
+- Faust runs its aiokafka consumer in a thread with its own event loop, and every fetch,
+  commit and seek crosses between the loops through a method queue; on two cores that thread
+  competes with the worker's loop for the GIL. :class:`_InLoopConsumerThread` runs the same
+  service as tasks of the worker's loop instead (aiokafka is asyncio-native). See
+  docs/decisions/0005-consumer-in-the-worker-loop.md.
 """
 
 from __future__ import annotations
