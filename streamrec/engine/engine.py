@@ -140,8 +140,8 @@ class Engine:
         log_end: dict[str, int] = {}
         for msg, _ in events:
             part = f"{msg.topic}:{msg.partition}"
-            first.setdefault(part, msg.offset)
-            last[part] = msg.offset
+            first[part] = min(msg.offset, first.get(part, msg.offset))
+            last[part] = max(msg.offset, last.get(part, msg.offset))
             if msg.highwater is not None:
                 log_end[part] = max(msg.highwater, log_end.get(part, -1))
         for part, lo in first.items():
