@@ -105,3 +105,15 @@ def test_any_value_in_any_field_decodes_or_is_an_invalid_event(kind):
                 decode(raw, kind)
             except InvalidEvent:
                 pass  # any other exception fails the test
+
+
+def test_an_error_no_check_foresaw_is_still_an_invalid_event(monkeypatch):
+    # The decoder's last line of defence: a parser raising anything becomes a reason.
+    from streamrec.records import events
+
+    def parse_badly(d):
+        return {}["missing"]
+
+    monkeypatch.setitem(events._PARSERS, "view", parse_badly)
+    with pytest.raises(InvalidEvent, match="^malformed event: KeyError"):
+        decode(b'{"event_id": "e1"}', "view")
