@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/ranking.py
 	$(PY) benchmarks/uploads.py
 	$(PY) benchmarks/student.py
+	$(PY) benchmarks/fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
