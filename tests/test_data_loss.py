@@ -6,8 +6,10 @@ restarting under a worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -62,15 +64,11 @@ async def test_a_bad_type_field_in_a_batch_loses_no_valid_event(producer, collec
                                                "item_id": item, "ts": now}), key=user.encode())
     await producer.flush()
     await collector.wait_for(lambda: sum(v in bad for _, v in collector.dead_letters) == 4)
-    await wait_until(lambda: _all_learned(redis_client, items))
+    await wait_until(lambda: _learned_by(redis_client, "streamrec", items))
     reasons = {r for r, v in collector.dead_letters if v in bad}
     assert reasons == {"wrong type: type must be a string, got list",
                        "wrong type: type must be a string, got dict"}
     assert worker.proc.poll() is None
-
-
-async def _all_learned(r, items: list[str]) -> bool:
-    return await item_events(r, "streamrec", items) == [1] * len(items)
 
 
 async def test_uploads_near_the_size_limit_are_dead_lettered(runtime, collector, worker):
@@ -139,7 +137,7 @@ async def test_compressed_batches_are_consumed(runtime, redis_client, worker, co
         await p.flush()
     finally:
         await p.stop()
-    await wait_until(lambda: _all_learned(redis_client, items))
+    await wait_until(lambda: _learned_by(redis_client, "streamrec", items))
     assert worker.proc.poll() is None
 
 
@@ -266,27 +264,34 @@ async def _publish_views(kafka: str, items: list[str]) -> None:
         await p.stop()
 
 
-@pytest.mark.slow
-async def test_a_redis_restart_mid_stream_keeps_exact_counts(tmp_path):
-    with EmbeddedRuntime(run_dir=tmp_path) as rt:
+@contextlib.asynccontextmanager
+async def own_runtime(run_dir: Path):
+    """A broker, a redis-server and one worker (no content path) of the test's own."""
+    with EmbeddedRuntime(run_dir=run_dir) as rt:
         await ensure_topics(rt.kafka, 2)
         proc = start_worker(rt, partitions=2, extra_env={"STREAMREC_CONTENT": "0"})
         r = aioredis.from_url(rt.redis)
         try:
             await wait_for_worker(rt.redis, proc)
-            items = [f"item-{n}" for n in range(1500)]
-            sending = asyncio.create_task(_publish_views(rt.kafka, items))
-            await wait_until(lambda: _some_learned(r, 200))
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: rt.restart("redis", kill=True))  # SIGKILL, mid-stream
-            await sending
-            await wait_until(lambda: _learned_by(r, "streamrec", items), 180)
-            stats = await read_stats(r)
-            assert stats["learned"] == len(items)
-            assert proc.proc.poll() is None
+            yield rt, proc, r
         finally:
             proc.stop()
             await r.aclose()
+
+
+@pytest.mark.slow
+async def test_a_redis_restart_mid_stream_keeps_exact_counts(tmp_path):
+    async with own_runtime(tmp_path) as (rt, proc, r):
+        items = [f"item-{n}" for n in range(1500)]
+        sending = asyncio.create_task(_publish_views(rt.kafka, items))
+        await wait_until(lambda: _some_learned(r, 200))
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: rt.restart("redis", kill=True))  # SIGKILL, mid-stream
+        await sending
+        await wait_until(lambda: _learned_by(r, "streamrec", items), 180)
+        stats = await read_stats(r)
+        assert stats["learned"] == len(items)
+        assert proc.proc.poll() is None
 
 
 async def _some_learned(r, n: int) -> bool:
@@ -295,22 +300,14 @@ async def _some_learned(r, n: int) -> bool:
 
 @pytest.mark.slow
 async def test_a_broker_that_lost_its_log_is_detected_and_its_new_events_learned(tmp_path):
-    with EmbeddedRuntime(run_dir=tmp_path) as rt:
+    async with own_runtime(tmp_path) as (rt, proc, r):
+        before = [f"old-{n}" for n in range(400)]
+        await _publish_views(rt.kafka, before)
+        await wait_until(lambda: _learned_by(r, "streamrec", before), 120)
+        await asyncio.get_running_loop().run_in_executor(None, rt.restart, "broker")
         await ensure_topics(rt.kafka, 2)
-        proc = start_worker(rt, partitions=2, extra_env={"STREAMREC_CONTENT": "0"})
-        r = aioredis.from_url(rt.redis)
-        try:
-            await wait_for_worker(rt.redis, proc)
-            before = [f"old-{n}" for n in range(400)]
-            await _publish_views(rt.kafka, before)
-            await wait_until(lambda: _learned_by(r, "streamrec", before), 120)
-            await asyncio.get_running_loop().run_in_executor(None, rt.restart, "broker")
-            await ensure_topics(rt.kafka, 2)
-            after = [f"new-{n}" for n in range(300)]  # fewer: the new log ends below the old
-            await _publish_views(rt.kafka, after)
-            await wait_until(lambda: _learned_by(r, "streamrec", after), 180)
-            assert "the topic was recreated or the broker lost its data" in proc.log.read_text()
-            assert proc.proc.poll() is None
-        finally:
-            proc.stop()
-            await r.aclose()
+        after = [f"new-{n}" for n in range(300)]  # fewer: the new log ends below the old
+        await _publish_views(rt.kafka, after)
+        await wait_until(lambda: _learned_by(r, "streamrec", after), 180)
+        assert "the topic was recreated or the broker lost its data" in proc.log.read_text()
+        assert proc.proc.poll() is None

@@ -73,6 +73,28 @@ def smallest_per_row(a: np.ndarray, k: int) -> np.ndarray:
     return torch.topk(torch.from_numpy(a), k, dim=1, largest=False, sorted=False).indices.numpy()
 
 
+class RecordsChanges:
+    """A model that can hand over what it changed, for a worker's write-back to Redis: off
+    (``journal`` is None) until :meth:`record_changes`; models fill ``journal`` as they learn."""
+
+    journal = None
+
+    @staticmethod
+    def _new_journal():
+        return {}
+
+    def record_changes(self) -> None:
+        """From now on, keep what changes, for :meth:`take_changes`."""
+        self.journal = self._new_journal()
+
+    def take_changes(self):
+        """What changed since the last call; forgotten here."""
+        if self.journal is None:
+            return self._new_journal()
+        changes, self.journal = self.journal, self._new_journal()
+        return changes
+
+
 class CandidateSource:
     """Base class: subclasses set ``name`` and implement ``learn_one`` and ``score_all``.
 
@@ -96,9 +118,14 @@ class CandidateSource:
         raise NotImplementedError
 
     def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
-        """An uploaded item, in the catalogue from ``ts`` on; sources that read content
-        override this to take its ``embedding`` too."""
+        """An uploaded item, in the catalogue from ``ts`` on, with its content ``embedding``
+        if it has one (:meth:`set_embedding`)."""
         self.catalog.add(item, ts)
+        if embedding is not None:
+            self.set_embedding(item, embedding, ts)
+
+    def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
+        """An item's content vector; sources that read content override this."""
 
     def score_all(self, user: str, now: float) -> np.ndarray:
         raise NotImplementedError

@@ -52,11 +52,6 @@ class ContentSource(CandidateSource):
         self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
         self.max_pending = max_pending
 
-    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
-        self.catalog.add(item, ts)
-        if embedding is not None:
-            self.set_embedding(item, embedding, ts)
-
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
         self.index.add(j, np.asarray(vector, np.float32))

@@ -6,13 +6,13 @@ from collections import deque
 
 import numpy as np
 
-from streamrec.models.base import CandidateSource
+from streamrec.models.base import CandidateSource, RecordsChanges
 from streamrec.models.catalog import Catalog, grow_rows
 from streamrec.models.neighbours import NeighbourList
 from streamrec.models.popularity import epoch_of
 
 
-class CoVisitation(CandidateSource):
+class CoVisitation(RecordsChanges, CandidateSource):
     """Decayed co-occurrence counts between items in each user's recent history.
 
     When a user consumes item ``i``, every item ``j`` among their last ``pair_window`` items
@@ -71,18 +71,6 @@ class CoVisitation(CandidateSource):
             self._count *= f
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
-
-    def record_changes(self) -> None:
-        """From now on, keep the pair increments :meth:`take_changes` hands over (raw weights
-        relative to :attr:`epoch`), for a worker's write-back."""
-        self.journal = {}
-
-    def take_changes(self) -> dict[tuple[str, str], float]:
-        """(item, item) -> weight gained since the last call; forgotten here."""
-        if self.journal is None:
-            return {}
-        changes, self.journal = self.journal, {}
-        return changes
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         i = self.catalog.add(item, ts)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamrec.models.base import CandidateSource
+from streamrec.models.base import CandidateSource, RecordsChanges
 from streamrec.models.catalog import Catalog, grow_rows
 
 
-class ISGD(CandidateSource):
+class ISGD(RecordsChanges, CandidateSource):
     """Incremental SGD matrix factorisation for positive-only streams.
 
     Every observed (user, item) pair is a positive with target 1: one SGD step on the squared
@@ -58,6 +58,10 @@ class ISGD(CandidateSource):
         #: Items whose vectors changed since the journal was last drained (``None``: not kept).
         self.journal: set[str] | None = None
 
+    @staticmethod
+    def _new_journal() -> set[str]:  # the items whose vectors moved
+        return set()
+
     def reserve(self, n: int) -> None:
         """Vectors for the first ``n`` catalogue items (new ones drawn from the prior)."""
         if n > self._initialised:
@@ -77,17 +81,6 @@ class ISGD(CandidateSource):
         if p is None:
             p = self.user_factors[user] = self._rng.normal(0.0, 0.1, self.n_factors)
         return p
-
-    def record_changes(self) -> None:
-        """From now on, keep the items whose vectors change, for :meth:`take_changes`."""
-        self.journal = set()
-
-    def take_changes(self) -> set[str]:
-        """The items whose vectors changed since the last call; forgotten here."""
-        if self.journal is None:
-            return set()
-        changes, self.journal = self.journal, set()
-        return changes
 
     def mark_changed(self, items: set[str]) -> None:
         """Hand these items over again with the next :meth:`take_changes` (a write that

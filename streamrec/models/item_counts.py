@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamrec.models.base import RecordsChanges
 from streamrec.models.catalog import Catalog, grow_rows
 
 
-class ItemCounts:
+class ItemCounts(RecordsChanges):
     """Clicks and interactions (views and clicks) per item, never decayed.
 
     Not a candidate source: the blend reads it to tell cold items (no click yet) from warm
@@ -33,18 +34,6 @@ class ItemCounts:
         self._events = np.zeros(1024)
         #: item -> [clicks, events] added since the last write-back (None: not recording).
         self.journal: dict[str, list[float]] | None = None
-
-    def record_changes(self) -> None:
-        """From now on, keep the counts :meth:`take_changes` hands over, for a worker's
-        write-back."""
-        self.journal = {}
-
-    def take_changes(self) -> dict[str, list[float]]:
-        """item -> [clicks, events] gained since the last call; forgotten here."""
-        if self.journal is None:
-            return {}
-        changes, self.journal = self.journal, {}
-        return changes
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from streamrec.models.base import CandidateSource
+from streamrec.models.base import CandidateSource, RecordsChanges
 from streamrec.models.catalog import Catalog, grow_rows
 
 #: Scores are kept as ``weight * 2**((ts - epoch) / half_life)`` so that learning is one add and
@@ -21,7 +21,7 @@ def epoch_of(ts: float, half_life_s: float) -> float:
     return math.floor(ts / span) * span
 
 
-class DecayedPopularity(CandidateSource):
+class DecayedPopularity(RecordsChanges, CandidateSource):
     """Counts interactions per item, each decaying with a half-life.
 
     Parameters
@@ -61,18 +61,6 @@ class DecayedPopularity(CandidateSource):
             self._raw *= 2.0 ** (-(epoch - self.epoch) / self.half_life_s)
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
-
-    def record_changes(self) -> None:
-        """From now on, keep the increments :meth:`take_changes` hands over (the raw counts
-        each item gained, relative to :attr:`epoch`), for a worker's write-back."""
-        self.journal = {}
-
-    def take_changes(self) -> dict[str, float]:
-        """The increments since the last call; they are forgotten here."""
-        if self.journal is None:
-            return {}
-        changes, self.journal = self.journal, {}
-        return changes
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)

@@ -82,11 +82,6 @@ class StudentSource(CandidateSource):
         self._bias = np.zeros(0, np.float32)
         self._stale.clear()
 
-    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
-        self.catalog.add(item, ts)
-        if embedding is not None:
-            self.set_embedding(item, embedding, ts)
-
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
         self._grow(j + 1)
