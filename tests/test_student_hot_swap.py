@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from streamrec.embedded import EmbeddedRuntime
+from streamrec.engine.shared_state import read_stats
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records.topics import MODEL_UPDATES, ensure_topics
 from streamrec.simulator.publish import publish
@@ -118,6 +119,12 @@ async def scenario(rt: EmbeddedRuntime, log_path: Path) -> None:
                     if x["ts"] >= t3 and x["model_version"]["student"] == "student-v3"]
         await c.wait_for(lambda: len(lists_v3()) >= 40, 20.0)
         assert any("student" in i["sources"] for x in lists_v3() for i in x["items"])
+        # The training round that follows needs a log of more than 1,000 interactions: the
+        # waits above end as soon as their lists arrive, so the stream may not be there yet.
+        deadline = time.monotonic() + 60.0
+        while (await read_stats(r, APP)).get("learned", 0) < 1500:
+            assert time.monotonic() < deadline, "the stream never reached 1,500 interactions"
+            await asyncio.sleep(0.2)
     finally:
         stream.cancel()
         collecting.cancel()
