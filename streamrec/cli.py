@@ -193,6 +193,17 @@ def _dataset(name: str):
         raise typer.Exit(2) from None
 
 
+def _world_events(name: str, n: int, seed: int, users: Optional[int], items: Optional[int],
+                  images: bool) -> list:
+    from streamrec.simulator.worlds import world_events
+
+    try:
+        with console.status(f"generating {n:,} events of the {name} world"):
+            return world_events(name, n, seed=seed, n_users=users, n_items=items, images=images)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command()
 def tail(
     kafka: Optional[str] = typer.Option(None, help="Broker host:port \\[env STREAMREC_KAFKA]"),
@@ -216,9 +227,16 @@ def tail(
 def evaluate(
     dataset: Optional[str] = typer.Option(None, help="movielens-100k"),
     log: Optional[Path] = typer.Option(None, help="JSONL event log"),
-    models: str = typer.Option("", help="Comma-separated subset of: popularity, covisitation, "
-                               "isgd, river_biasedmf, content, blend, blend_no_content, "
-                               "teacher, student, student_int8, blend_no_student"),
+    world: Optional[str] = typer.Option(None, help="A synthetic world, generated in memory "
+                                        "(see `streamrec simulate --world`)"),
+    world_seed: int = typer.Option(0, help="With --world: the world's seed"),
+    users: Optional[int] = typer.Option(None, help="With --world: users (default: the world's)"),
+    items: Optional[int] = typer.Option(None, help="With --world: items (default: the world's)"),
+    events_n: int = typer.Option(60_000, "--events", help="With --world: events to generate"),
+    models: str = typer.Option("", help="Comma-separated subset of: popularity, baseline_tags, "
+                               "baseline_cooccurrence, covisitation, isgd, river_biasedmf, "
+                               "content, tags, blend, blend_no_content, teacher, student, "
+                               "student_int8, blend_no_student"),
     content: bool = typer.Option(True, help="Encode upload text and images for the content "
                                  "source (--no-content skips the encoders)"),
     train_fraction: float = typer.Option(
@@ -234,6 +252,8 @@ def evaluate(
     """Prequential (test-then-train) evaluation of the online models, without Kafka."""
     from streamrec.evaluation.prequential import default_models, encode_uploads, prequential
 
+    if sum(x is not None for x in (dataset, log, world)) != 1:
+        raise typer.BadParameter("give one of --dataset, --log or --world")
     if dataset:
         events = _dataset(dataset)
     elif log is not None:
@@ -241,7 +261,7 @@ def evaluate(
             raise typer.BadParameter(f"{log} does not exist")
         events = sorted(_load_events(log, "jsonl", "", None), key=lambda e: e.ts or 0.0)
     else:
-        raise typer.BadParameter("give --dataset or --log")
+        events = _world_events(world, events_n, world_seed, users, items, content)
     if limit:
         events = events[:limit]
     chosen = default_models(seed)

@@ -10,6 +10,8 @@ import pytest
 
 from streamrec.engine.shared_state import SharedState
 from streamrec.models import checks
+from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
+from streamrec.models.baseline_tags import TagCountBaseline
 from streamrec.models.blend import Blend
 from streamrec.models.content import ContentSource
 from streamrec.models.covisitation import CoVisitation
@@ -19,6 +21,7 @@ from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.river_mf import RiverBiasedMF
 from streamrec.models.student import StudentSource
 from streamrec.models.student_scorer import StudentScorer
+from streamrec.models.tag_profile import TagProfile
 
 from conftest import uid
 
@@ -44,6 +47,9 @@ MODELS = {
     "river_biasedmf": lambda seed: RiverBiasedMF(seed=seed),
     "student": student,
     "blend": lambda seed: Blend(seed=seed),
+    "tags": lambda seed: TagProfile(),
+    "baseline_tags": lambda seed: TagCountBaseline(),
+    "baseline_cooccurrence": lambda seed: CoOccurrenceBaseline(),
 }
 
 
@@ -84,10 +90,10 @@ async def test_the_blend_written_to_redis_and_read_back_gives_the_same_lists(red
     history: dict[str, list[str]] = {}
     for kind, args in checks.stream(1):
         if kind == "upload":
-            item, ts, vector = args
-            writer.blend.add_item(item, ts, vector)
+            item, ts, vector, tags = args
+            writer.blend.add_item(item, ts, vector, tags)
             await writer.cache.put_many([item], vector[None, :])
-            await writer.register_items([(item, ts, b"{}")])
+            await writer.register_items([(item, ts, json.dumps({"tags": tags}).encode())])
         else:
             writer.blend.learn_one(*args)
             writer.touched_users.add(args[0])
@@ -103,3 +109,13 @@ async def test_the_blend_written_to_redis_and_read_back_gives_the_same_lists(red
         mine = writer.blend.recommend(user, 10, (), checks.NOW)
         theirs = reader.blend.recommend(user, 10, (), checks.NOW)
         assert [r.item_id for r in theirs] == [r.item_id for r in mine], user
+        # The users' profiles and the items' tags travelled (embeddings as float16).
+        for name, tolerance in (("tags", 1e-6), ("content", 5e-3)):
+            assert by_item(reader.blend.sources[name], user) == pytest.approx(
+                by_item(writer.blend.sources[name], user), abs=tolerance), (name, user)
+
+
+def by_item(source, user: str) -> dict[str, float]:
+    """A source's scores for ``user``, by item id (catalogue indices differ between workers)."""
+    scores = source.score_all(user, checks.NOW)
+    return {i: float(v) for i, v in zip(source.catalog.ids, scores) if np.isfinite(v)}

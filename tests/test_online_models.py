@@ -104,7 +104,7 @@ class Oracle:
     def recommend(self, user, k, exclude, now):
         return [Recommendation(self.answers[user], 1.0, ("oracle",))]
 
-    def add_item(self, item, ts, embedding=None):
+    def add_item(self, item, ts, embedding=None, tags=()):
         pass
 
 

@@ -324,7 +324,7 @@ class Engine:
                 decoded = [(m, ev) for m, ev in decoded if ev.item_id not in rejected]
         items = []
         for msg, ev in decoded:
-            self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id))
+            self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id), ev.tags)
             self.clock = max(self.clock, ev.ts)
             meta = orjson.dumps({"title": ev.title, "description": ev.description,
                                  "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts,

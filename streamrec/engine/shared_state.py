@@ -18,7 +18,8 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:items              hash item -> JSON metadata (uploads)
     {p}:items:ts           zset item -> first-seen time
     {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
-    {p}:user:{user}        JSON user state (recent and seen items, activity, latent vector)
+    {p}:user:{user}        JSON user state (recent and seen items, activity, latent vector,
+                           content and tag profiles)
     {p}:offsets            hash "topic:partition" -> last applied offset
     {p}:ranker             JSON ranker state (weights and scaler statistics)
     {p}:stats              hash of counters (events, recommendations, dead letters)
@@ -113,6 +114,7 @@ class SharedState:
         self.co = blend.sources.get("covisitation")
         self.mf = blend.sources.get("isgd")
         self.content = blend.sources.get("content")
+        self.tags = blend.sources.get("tags")
         #: Item embeddings shared by all workers (None when content is switched off).
         self.cache = EmbeddingCache(redis, content_version, self.content.dim, prefix) \
             if self.content is not None and content_version else None
@@ -187,6 +189,10 @@ class SharedState:
             profile, weight, ts = self.content.profiles[user]
             state["c"], state["cw"], state["ct"] = (profile.astype(np.float32).tobytes().hex(),
                                                     weight, ts)
+        if self.tags is not None and user in self.tags.profiles:
+            weights, ts = self.tags.profiles[user]
+            names = self.tags.tags.tag_names
+            state["g"], state["gt"] = {names[t]: w for t, w in weights.items()}, ts
         return orjson.dumps(state)
 
     def _apply_user(self, user: str, raw: bytes | None) -> None:
@@ -209,6 +215,10 @@ class SharedState:
             # A state saved before profiles carried their weight is centred as one item's.
             self.content.profiles[user] = (np.frombuffer(bytes.fromhex(d["c"]), np.float32).copy(),
                                            float(d.get("cw", 1.0)), float(d.get("ct", 0.0)))
+        if self.tags is not None and "g" in d:
+            tag_id = self.tags.tags.tag_id
+            self.tags.profiles[user] = ({tag_id(t): float(w) for t, w in d["g"].items()},
+                                        float(d.get("gt", 0.0)))
 
     # ---- one batch ------------------------------------------------------------------------
 
@@ -438,8 +448,9 @@ class SharedState:
         # first met in another worker's counts or vectors would enter as first seen at 0.
         new = [k.decode() for k, _ in items]
         embeddings = await self.cache.get_many(new) if self.cache is not None and new else {}
+        tags = await self._item_tags(new) if self.tags is not None and new else {}
         for k, (_, ts) in zip(new, items):
-            self.blend.add_item(k, ts, embeddings.get(k))
+            self.blend.add_item(k, ts, embeddings.get(k), tags.get(k, ()))
             self._items_seen_ts = max(self._items_seen_ts, ts)
         if epochs:
             merged: dict[str, float] = {}
@@ -454,6 +465,16 @@ class SharedState:
                 self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
         self.counts.set_counts({k.decode(): float(v) for k, v in clicks.items()},
                                {k.decode(): float(v) for k, v in events.items()})
+
+    async def _item_tags(self, items: list[str]) -> dict[str, list[str]]:
+        """The tags of ``items`` from their upload metadata."""
+        metas = await self.r.hmget(f"{self.p}:items", items)
+        out = {}
+        for item, meta in zip(items, metas):
+            tags = orjson.loads(meta).get("tags") if meta else None
+            if isinstance(tags, list):
+                out[item] = [t for t in tags if isinstance(t, str)]
+        return out
 
     async def save_ranker(self) -> None:
         await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from streamrec.models.base import Recommendation
+from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
+from streamrec.models.baseline_tags import TagCountBaseline
 from streamrec.models.blend import Blend
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
@@ -23,6 +25,7 @@ from streamrec.models.freshness import Freshness
 from streamrec.models.isgd import ISGD
 from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.river_mf import RiverBiasedMF
+from streamrec.models.tag_profile import TagProfile
 from streamrec.records.events import Click, Event, Upload, View
 
 
@@ -34,11 +37,13 @@ class OnlineModel(Protocol):
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
                   now: float = 0.0) -> list[Recommendation]: ...
 
-    def add_item(self, item: str, ts: float, embedding: Any = None) -> None: ...
+    def add_item(self, item: str, ts: float, embedding: Any = None,
+                 tags: Sequence[str] = ()) -> None: ...
 
 
 def blend_without_content(seed: int = 0) -> Blend:
-    """The blend with no content-derived source (neither content nor student)."""
+    """The blend with no source that reads what uploads carry (neither content, tags nor the
+    student): behaviour alone."""
     c = Catalog()
     return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
                              Freshness(c)], seed=seed)
@@ -47,17 +52,21 @@ def blend_without_content(seed: int = 0) -> Blend:
 def blend_without_student(seed: int = 0) -> Blend:
     c = Catalog()
     return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
-                             Freshness(c), ContentSource(c)], seed=seed)
+                             Freshness(c), TagProfile(c), ContentSource(c)], seed=seed)
 
 
 def default_models(seed: int = 0) -> dict[str, Any]:
-    """The models `streamrec evaluate` compares, each with its own catalogue."""
+    """The models `streamrec evaluate` compares, each with its own catalogue: the simple
+    baselines first (no table may leave them out), then each source alone and the blends."""
     return {
         "popularity": DecayedPopularity(Catalog()),
+        "baseline_tags": TagCountBaseline(Catalog()),
+        "baseline_cooccurrence": CoOccurrenceBaseline(Catalog()),
         "covisitation": CoVisitation(Catalog()),
         "isgd": ISGD(Catalog(), seed=seed),
         "river_biasedmf": RiverBiasedMF(Catalog(), seed=seed),
         "content": ContentSource(Catalog()),
+        "tags": TagProfile(Catalog()),
         "blend": blend_without_student(seed),
         "blend_no_content": blend_without_content(seed),
     }
@@ -85,8 +94,8 @@ def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
                                  w.id_rows, c.fused),
         **students,
         "blend": Blend(cat, sources=[DecayedPopularity(cat), CoVisitation(cat),
-                                     ISGD(cat, seed=seed), Freshness(cat), ContentSource(cat),
-                                     blend_student], seed=seed),
+                                     ISGD(cat, seed=seed), Freshness(cat), TagProfile(cat),
+                                     ContentSource(cat), blend_student], seed=seed),
         "blend_no_student": blend_without_student(seed),
     }
 
@@ -203,7 +212,7 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
             appeared.setdefault(ev.item_id, ev.ts)
             for name, m in models.items():
                 t0 = time.perf_counter()
-                m.add_item(ev.item_id, ev.ts, embeddings.get(ev.item_id))
+                m.add_item(ev.item_id, ev.ts, embeddings.get(ev.item_id), ev.tags)
                 scores[name].seconds += time.perf_counter() - t0
             continue
         if not isinstance(ev, (View, Click)):

@@ -117,9 +117,11 @@ class CandidateSource:
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         raise NotImplementedError
 
-    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None,
+                 tags: Sequence[str] = ()) -> None:
         """An uploaded item, in the catalogue from ``ts`` on, with its content ``embedding``
-        if it has one (:meth:`set_embedding`)."""
+        if it has one (:meth:`set_embedding`) and its ``tags`` (read by the sources that
+        use them)."""
         self.catalog.add(item, ts)
         if embedding is not None:
             self.set_embedding(item, embedding, ts)

@@ -18,6 +18,7 @@ from streamrec.models.new_item_slots import NewItemSlots
 from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.ranker import OnlineRanker
 from streamrec.models.student import StudentSource
+from streamrec.models.tag_profile import TagProfile
 
 
 def best_first_by_row(rows: np.ndarray, v: np.ndarray, stable: bool = True) -> np.ndarray:
@@ -61,10 +62,11 @@ FEATURES = (
     "student_rr", "student_z",
     "content_z", "fresh_x_content_z", "unclicked_x_content_z", "unclicked_x_log_events",
     "click_rate",
+    "tags_rr", "tags_share", "unclicked_x_tags_share",
 )
 #: Columns of the per-source reciprocal ranks.
 RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10,
-                "student": 13}
+                "student": 13, "tags": 20}
 
 
 class Blend:
@@ -114,7 +116,8 @@ class Blend:
         if sources is None:
             sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
                        ISGD(self.catalog, seed=seed), Freshness(self.catalog),
-                       ContentSource(self.catalog), StudentSource(self.catalog)]
+                       TagProfile(self.catalog), ContentSource(self.catalog),
+                       StudentSource(self.catalog)]
         self.sources = {s.name: s for s in sources}
         #: The names of the sources set in each bit mask of a candidate's proposers.
         self._labels = [tuple(nm for c, nm in enumerate(self.sources) if b >> c & 1)
@@ -265,6 +268,10 @@ class Blend:
             X[:, 17] = X[:, 15] * unclicked
         X[:, 18] = unclicked * np.log1p(self.item_counts.events_of(idx))  # seen, never clicked
         X[:, 19] = self.item_counts.click_rate(idx)
+        tags = at.get("tags")
+        if tags is not None:
+            X[:, 21] = tags
+            X[:, 22] = tags * unclicked
         return X
 
     # ---- learning -------------------------------------------------------------------------
@@ -355,12 +362,14 @@ class Blend:
         if len(offered) > self.max_offers:
             offered.popitem(last=False)
 
-    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None) -> None:
-        """Register a new item (an upload) so the freshness source can propose it at once, and
-        the sources that read content (content, student) too when its ``embedding`` is given."""
+    def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None,
+                 tags: Sequence[str] = ()) -> None:
+        """Register a new item (an upload) so the freshness source can propose it at once, the
+        sources that read content (content, student) too when its ``embedding`` is given, and
+        the tag source when it carries ``tags``."""
         self.catalog.add(item, ts)
         for s in self.sources.values():
-            s.add_item(item, ts, embedding)
+            s.add_item(item, ts, embedding, tags)
 
     # ---- recommending ---------------------------------------------------------------------
 

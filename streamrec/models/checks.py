@@ -3,7 +3,7 @@
 every model, so one that breaks the contract fails the suite.
 
 A model here is built by a factory taking a seed, learns with ``learn_one(user, item, ts,
-clicked)``, takes uploads with ``add_item(item, ts, embedding)`` and answers
+clicked)``, takes uploads with ``add_item(item, ts, embedding, tags)`` and answers
 ``recommend(user, k, exclude, now)`` with a list of
 :class:`~streamrec.models.base.Recommendation`.
 
@@ -29,15 +29,16 @@ CONTENT_DIM = 128
 
 def stream(seed: int = 0, n_users: int = 12, n_items: int = 30, n_events: int = 400,
            dim: int = CONTENT_DIM) -> Iterator[tuple[str, tuple]]:
-    """A small deterministic log: uploads (with unit content vectors) then views and clicks
-    with some taste structure; ``("upload", (item, ts, vector))`` or ``("event", (user, item,
-    ts, clicked))``."""
+    """A small deterministic log: uploads (with unit content vectors and a topic tag) then
+    views and clicks with some taste structure; ``("upload", (item, ts, vector, tags))`` or
+    ``("event", (user, item, ts, clicked))``."""
     rng = np.random.default_rng(seed)
     topics = rng.integers(0, 3, n_items)
     centres = rng.normal(size=(3, dim))
     for j in range(n_items):
         v = centres[topics[j]] + 0.3 * rng.normal(size=dim)
-        yield "upload", (f"item{j}", float(j), (v / np.linalg.norm(v)).astype(np.float32))
+        yield "upload", (f"item{j}", float(j), (v / np.linalg.norm(v)).astype(np.float32),
+                         (f"topic{topics[j]}",))
     taste = rng.integers(0, 3, n_users)
     for n in range(n_events):
         u = int(rng.integers(n_users))
