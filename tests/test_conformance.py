@@ -22,6 +22,7 @@ from streamrec.models.river_mf import RiverBiasedMF
 from streamrec.models.student import StudentSource
 from streamrec.models.student_scorer import StudentScorer
 from streamrec.models.tag_profile import TagProfile
+from streamrec.models.trending import Trending
 
 from conftest import uid
 
@@ -48,6 +49,7 @@ MODELS = {
     "student": student,
     "blend": lambda seed: Blend(seed=seed),
     "tags": lambda seed: TagProfile(),
+    "trending": lambda seed: Trending(half_life_s=600.0),
     "baseline_tags": lambda seed: TagCountBaseline(),
     "baseline_cooccurrence": lambda seed: CoOccurrenceBaseline(),
 }

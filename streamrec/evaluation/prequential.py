@@ -26,6 +26,7 @@ from streamrec.models.isgd import ISGD
 from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.river_mf import RiverBiasedMF
 from streamrec.models.tag_profile import TagProfile
+from streamrec.models.trending import Trending
 from streamrec.records.events import Click, Event, Upload, View
 
 
@@ -45,13 +46,13 @@ def blend_without_content(seed: int = 0) -> Blend:
     """The blend with no source that reads what uploads carry (neither content, tags nor the
     student): behaviour alone."""
     c = Catalog()
-    return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
+    return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c), ISGD(c, seed=seed),
                              Freshness(c)], seed=seed)
 
 
 def blend_without_student(seed: int = 0) -> Blend:
     c = Catalog()
-    return Blend(c, sources=[DecayedPopularity(c), CoVisitation(c), ISGD(c, seed=seed),
+    return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c), ISGD(c, seed=seed),
                              Freshness(c), TagProfile(c), ContentSource(c)], seed=seed)
 
 
@@ -93,7 +94,7 @@ def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
         "teacher": TeacherSource(trained.teacher, w.log.item_ids, c.text, c.image, c.has_image,
                                  w.id_rows, c.fused),
         **students,
-        "blend": Blend(cat, sources=[DecayedPopularity(cat), CoVisitation(cat),
+        "blend": Blend(cat, sources=[DecayedPopularity(cat), Trending(cat), CoVisitation(cat),
                                      ISGD(cat, seed=seed), Freshness(cat), TagProfile(cat),
                                      ContentSource(cat), blend_student], seed=seed),
         "blend_no_student": blend_without_student(seed),

@@ -19,6 +19,7 @@ from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.ranker import OnlineRanker
 from streamrec.models.student import StudentSource
 from streamrec.models.tag_profile import TagProfile
+from streamrec.models.trending import Trending
 
 
 def best_first_by_row(rows: np.ndarray, v: np.ndarray, stable: bool = True) -> np.ndarray:
@@ -63,10 +64,13 @@ FEATURES = (
     "content_z", "fresh_x_content_z", "unclicked_x_content_z", "unclicked_x_log_events",
     "click_rate",
     "tags_rr", "tags_share", "unclicked_x_tags_share",
+    "trending_rr", "trending_log",
 )
+#: Sources whose scores are the same for every user: computed once per batch.
+USER_INDEPENDENT = ("popularity", "fresh", "trending")
 #: Columns of the per-source reciprocal ranks.
 RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "content": 10,
-                "student": 13, "tags": 20}
+                "student": 13, "tags": 20, "trending": 23}
 
 
 class Blend:
@@ -114,7 +118,8 @@ class Blend:
                  new_pool: int = 40, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
-            sources = [DecayedPopularity(self.catalog), CoVisitation(self.catalog),
+            sources = [DecayedPopularity(self.catalog), Trending(self.catalog),
+                       CoVisitation(self.catalog),
                        ISGD(self.catalog, seed=seed), Freshness(self.catalog),
                        TagProfile(self.catalog), ContentSource(self.catalog),
                        StudentSource(self.catalog)]
@@ -156,7 +161,7 @@ class Blend:
         the source keeps it, their order: computed once per batch, each user's top items are a
         walk down the head of that order."""
         return {name: s.ranked_all(now) for name, s in self.sources.items()
-                if name in ("popularity", "fresh")}
+                if name in USER_INDEPENDENT}
 
     def _proposals(self, users: Sequence[str], banned: np.ndarray, now: float,
                    shared: dict[str, tuple[np.ndarray, np.ndarray | None]]):
@@ -268,6 +273,8 @@ class Blend:
             X[:, 17] = X[:, 15] * unclicked
         X[:, 18] = unclicked * np.log1p(self.item_counts.events_of(idx))  # seen, never clicked
         X[:, 19] = self.item_counts.click_rate(idx)
+        if "trending" in at:
+            X[:, 24] = np.log1p(at["trending"])
         tags = at.get("tags")
         if tags is not None:
             X[:, 21] = tags
