@@ -92,14 +92,21 @@ def simulate(
     events: Optional[int] = typer.Option(None, help="Stop after this many events"),
     duration: Optional[float] = typer.Option(None, help="Stop after this many seconds"),
     rate: float = typer.Option(200.0, help="Events per second; 0 = as fast as possible"),
-    users: int = typer.Option(2000), items: int = typer.Option(1000),
+    world_name: str = typer.Option("default", "--world", help="Which world: default, tags, "
+                                   "sessions, trends, drift, sparse, images (docs/worlds.md)"),
+    users: Optional[int] = typer.Option(None, help="Users (default: the world's own size)"),
+    items: Optional[int] = typer.Option(None, help="Items in the starting catalogue "
+                                        "(default: the world's own size)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Generate a synthetic world and publish its events (or write them to JSONL)."""
-    from streamrec.simulator.world import World, WorldConfig
+    from streamrec.simulator.worlds import make_world
 
-    world = World(WorldConfig(n_users=users, n_items=items, seed=seed,
-                              events_per_s=rate or 1000.0))
+    try:
+        world = make_world(world_name, n_users=users, n_items=items, seed=seed,
+                           events_per_s=rate or 1000.0)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--world") from None
     if out is not None:
         from streamrec.simulator.logs import write_jsonl
 
