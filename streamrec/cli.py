@@ -298,7 +298,8 @@ def evaluate(
             w = trained.window
             window = {"interactions": w.stop, "events": score_from,
                       "from_ts": float(w.log.ts[0]), "to_ts": float(w.log.ts[w.stop - 1]),
-                      "held_out": trained.scores, "seconds": trained.seconds}
+                      "held_out": trained.scores, "seconds": trained.seconds,
+                      "fusion": trained.fusion.report() if trained.fusion else None}
         if not train and content:
             enc_task = progress.add_task("encoding uploads", total=None, rate="")
             embeddings = encode_uploads(events, progress=_ticker(progress, enc_task, "items"))
@@ -327,6 +328,13 @@ def evaluate(
                       f"interactions (events 1-{score_from}); held-out HR@10 of the window's "
                       f"last clicks: " + ", ".join(f"{k} {v:.4f}" for k, v in
                                                     window["held_out"].items() if "hr" in k))
+        if window["fusion"]:
+            f = window["fusion"]
+            console.print("content fusion weights learned from the window's clicks: "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in f["learned"].items())
+                          + f"; the blend serves the {f['served']} ones"
+                          + (" (not beaten on the held-out clicks)" if f["served"] == "fixed"
+                             else "") + (f"; {f['note']}" if "note" in f else ""))
     if as_json:
         print(json.dumps(result))
 
@@ -499,6 +507,9 @@ def _print_round(report, as_json: bool) -> None:
     for k, v in {**report.scores, **{f"{k}_s": v for k, v in report.seconds.items()},
                  **report.window}.items():
         table.add_row(k, "-" if v is None else f"{v:,.4f}" if isinstance(v, float) else str(v))
+    if report.fusion:
+        table.add_row(f"fusion ({report.fusion['served']})", ", ".join(
+            f"{k} {v:.3f}" for k, v in report.fusion["weights"].items()))
     console.print(table)
     if as_json:
         print(json.dumps(asdict(report)), flush=True)

@@ -1,6 +1,7 @@
 """Students hot-swapped into a running worker (real broker, real redis-server): a new version is
-taken within one refresh interval with no gap in the output, a corrupt one is refused with the
-old one kept in service, and `streamrec train` reads the log back from Kafka and publishes."""
+taken within one refresh interval with no gap in the output, a corrupt one (or one with bad
+content fusion weights) is refused with the old one kept in service, one with fusion weights is
+taken, and `streamrec train` reads the log back from Kafka and publishes with its weights."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records.topics import MODEL_UPDATES, ensure_topics
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
+from streamrec.snapshots.hot_swap import FUSION_WEIGHTS, snapshot_fusion
 from streamrec.snapshots.store import SnapshotStore
 from streamrec.training.distill import TrainConfig, train_models
 from streamrec.training.trainer import announcement
@@ -103,22 +105,37 @@ async def scenario(rt: EmbeddedRuntime, log_path: Path) -> None:
         assert students_in(c.recommendations, t2) == {"student-v1"}
         assert "truncated" in log_path.read_text()
 
-        # The next good one replaces it, found by polling even without an announcement.
+        # Fusion weights that are not three non-negative numbers summing to 1: refused too.
+        tensors, meta = students[2]
+        bad = await store.publish("student", tensors, {
+            **meta, FUSION_WEIGHTS: '{"text": 0.7, "image": 0.7, "tags": -0.4}'})
+        await producer.send_and_wait(MODEL_UPDATES, announcement(bad))
+        deadline = time.monotonic() + 3 * REFRESH_S + 5.0
+        while f"student {bad.version} rejected" not in log_path.read_text():
+            assert time.monotonic() < deadline, "the bad fusion weights were never looked at"
+            await asyncio.sleep(0.1)
+        assert "bad fusion weights" in log_path.read_text()
+        assert students_in(c.recommendations, t2) == {"student-v1"}
+
+        # The next good one (with fusion weights) replaces it, found by polling even without an
+        # announcement.
         t3 = time.time()
-        await store.publish("student", *students[3])
-        await wait_student(c, "student-v3", t3, 3 * REFRESH_S + 5.0)
+        tensors, meta = students[3]
+        await store.publish("student", tensors, {
+            **meta, FUSION_WEIGHTS: '{"text": 0.15, "image": 0.25, "tags": 0.6}'})
+        await wait_student(c, "student-v4", t3, 3 * REFRESH_S + 5.0)
 
         # No gap in the output while all this happened, and no error besides the refusal.
         times = sorted(x["ts"] for x in c.recommendations if x["ts"] >= t1)
         assert max(b - a for a, b in zip(times, times[1:])) < 1.0
         assert "Traceback" not in log_path.read_text()
-        # Lists scored with v3 propose its items (judged over a few dozen lists: the first
+        # Lists scored with v4 propose its items (judged over a few dozen lists: the first
         # ones after the swap may all be for users the student has no history for).
-        def lists_v3() -> list[dict]:
+        def lists_v4() -> list[dict]:
             return [x for x in c.recommendations
-                    if x["ts"] >= t3 and x["model_version"]["student"] == "student-v3"]
-        await c.wait_for(lambda: len(lists_v3()) >= 40, 20.0)
-        assert any("student" in i["sources"] for x in lists_v3() for i in x["items"])
+                    if x["ts"] >= t3 and x["model_version"]["student"] == "student-v4"]
+        await c.wait_for(lambda: len(lists_v4()) >= 40, 20.0)
+        assert any("student" in i["sources"] for x in lists_v4() for i in x["items"])
         # The training round that follows needs a log of more than 1,000 interactions: the
         # waits above end as soon as their lists arrive, so the stream may not be there yet.
         deadline = time.monotonic() + 60.0
@@ -150,15 +167,28 @@ def test_worker_swaps_students_and_refuses_a_corrupt_one(tmp_path: Path):
             assert out.returncode == 0, out.stderr[-2000:]
             report = json.loads(out.stdout.strip().splitlines()[-1])
             assert report["window"]["interactions"] > 1000
-            assert report["in_service"] == "student-v3"
+            assert report["in_service"] == "student-v4"
+            assert report["fusion"]["served"] in ("learned", "fixed")
             current = asyncio.run(_current(rt.redis))
             if report["published"]:
-                assert current == report["version"] == "student-v4"
+                assert current == report["version"] == "student-v5"
+                # The snapshot carries the weights the round chose.
+                meta = asyncio.run(_meta(rt.redis, tmp_path / "snapshots"))
+                assert snapshot_fusion(meta, current).as_dict() == pytest.approx(
+                    report["fusion"]["weights"])
             else:
-                assert "below the in-service student-v3" in report["reason"]
-                assert current == "student-v3"
+                assert "below the in-service student-v4" in report["reason"]
+                assert current == "student-v4"
         finally:
             proc.stop()
+
+
+async def _meta(url: str, directory: Path) -> dict[str, str]:
+    r = aioredis.from_url(url)
+    try:
+        return (await SnapshotStore(r, APP, directory).load("student"))[1]
+    finally:
+        await r.aclose()
 
 
 async def _current(url: str) -> str | None:

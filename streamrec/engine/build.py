@@ -33,7 +33,9 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
     student = blend.sources.get("student")
+    # The content source takes the fusion weights that come with each student.
     students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
-                             student) if student is not None else None
+                             student, blend.sources.get("content")) \
+        if student is not None else None
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
                students=students, on_offset_reset=settings.on_offset_reset)

@@ -189,6 +189,9 @@ class SharedState:
             profile, weight, ts = self.content.profiles[user]
             state["c"], state["cw"], state["ct"] = (profile.astype(np.float32).tobytes().hex(),
                                                     weight, ts)
+            imageless = self.content.imageless.get(user)
+            if imageless is not None:
+                state["cn"] = imageless.astype(np.float32).tobytes().hex()
         if self.tags is not None and user in self.tags.profiles:
             weights, ts = self.tags.profiles[user]
             names = self.tags.tags.tag_names
@@ -215,6 +218,13 @@ class SharedState:
             # A state saved before profiles carried their weight is centred as one item's.
             self.content.profiles[user] = (np.frombuffer(bytes.fromhex(d["c"]), np.float32).copy(),
                                            float(d.get("cw", 1.0)), float(d.get("ct", 0.0)))
+            # Without it (no item lacked an image, or an older state) the text is re-weighted
+            # as items with an image have it.
+            if "cn" in d:
+                self.content.imageless[user] = np.frombuffer(bytes.fromhex(d["cn"]),
+                                                             np.float32).copy()
+            else:
+                self.content.imageless.pop(user, None)
         if self.tags is not None and "g" in d:
             tag_id = self.tags.tags.tag_id
             self.tags.profiles[user] = ({tag_id(t): float(w) for t, w in d["g"].items()},

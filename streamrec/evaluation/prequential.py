@@ -76,7 +76,8 @@ def default_models(seed: int = 0) -> dict[str, Any]:
 def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
     """The models of a training round (:class:`~streamrec.training.distill.Trained`):
     ``teacher``, ``student`` and ``student_int8`` alone, and ``blend`` (with the student in
-    service) beside ``blend_no_student``."""
+    service, and the content fusion weights the round chose, as a worker swaps them in
+    together) beside ``blend_no_student``."""
     from streamrec.models.student import StudentSource
     from streamrec.models.student_scorer import StudentScorer
     from streamrec.training.teacher import TeacherSource
@@ -90,13 +91,16 @@ def distilled_models(trained: Any, seed: int = 0) -> dict[str, Any]:
     cat = Catalog()
     blend_student = StudentSource(cat, content_dim=c.fused.shape[1])
     blend_student.swap(students["student"].scorer)
+    content = ContentSource(cat)
+    fusion = trained.fusion
+    content.set_fusion(fusion.chosen if fusion is not None else None)
     return {
         "teacher": TeacherSource(trained.teacher, w.log.item_ids, c.text, c.image, c.has_image,
                                  w.id_rows, c.fused),
         **students,
         "blend": Blend(cat, sources=[DecayedPopularity(cat), Trending(cat), CoVisitation(cat),
                                      ISGD(cat, seed=seed), Freshness(cat), TagProfile(cat),
-                                     ContentSource(cat), blend_student], seed=seed),
+                                     content, blend_student], seed=seed),
         "blend_no_student": blend_without_student(seed),
     }
 

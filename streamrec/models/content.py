@@ -5,9 +5,18 @@ before anyone has clicked it (the cold-start answer)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
 
+from streamrec.content.fusion import (
+    DIM,
+    FIXED,
+    TEXT,
+    FusionWeights,
+    Reweighting,
+    imageless_text,
+)
 from streamrec.models.base import CandidateSource
 from streamrec.models.catalog import Catalog
 from streamrec.models.index import EmbeddingIndex
@@ -23,6 +32,10 @@ class ContentSource(CandidateSource):
     proposed. A click on an item whose embedding has not
     arrived yet (uploads are encoded by another agent) is kept, for up to ``max_pending``
     items, and added to the profile when it arrives.
+
+    Item embeddings are stored as fused (:data:`~streamrec.content.fusion.FIXED` weights);
+    :meth:`set_fusion` compares them with other block weights (those the training round
+    learned from clicks, swapped in with the student) without re-encoding anything.
 
     Examples
     --------
@@ -49,6 +62,12 @@ class ContentSource(CandidateSource):
         #: user -> (profile sum, its total weight, time both were last decayed to); the weight
         #: centres the profile on the catalogue's mean, as the index centres the items.
         self.profiles: dict[str, tuple[np.ndarray, float, float]] = {}
+        #: user -> the part of the profile's text block that came from items without an
+        #: image, decayed with it (their text is re-weighted apart: see :meth:`set_fusion`).
+        self.imageless: dict[str, np.ndarray] = {}
+        #: The block weights items and profiles are compared with.
+        self.fusion: FusionWeights = FIXED
+        self._reweighting: Reweighting | None = None
         self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
         self.max_pending = max_pending
 
@@ -57,6 +76,14 @@ class ContentSource(CandidateSource):
         self.index.add(j, np.asarray(vector, np.float32))
         for user, w, when in self._pending.pop(j, ()):
             self._add(user, j, w, when)
+
+    def set_embeddings(self, items: Sequence[str], vectors: np.ndarray, ts: float = 0.0) -> None:
+        """:meth:`set_embedding` for many items at once (one rebuild of the index)."""
+        rows = np.array([self.catalog.add(item, ts) for item in items], np.int64)
+        self.index.add_many(rows, vectors)
+        for j in rows.tolist():
+            for user, w, when in self._pending.pop(j, ()):
+                self._add(user, j, w, when)
 
     def has_embedding(self, item: str) -> bool:
         j = self.catalog.index.get(item)
@@ -72,40 +99,90 @@ class ContentSource(CandidateSource):
         if len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
 
+    def set_fusion(self, weights: FusionWeights | None) -> None:
+        """Compare items and profiles with these block weights (None: the fixed fusion's).
+
+        The stored vectors and profiles stay as they are (so they mean the same whatever
+        weights a worker serves); the index's centred copy is rebuilt once, here, from the
+        re-weighted items, and each query is re-weighted as it is scored.
+
+        >>> from streamrec.content.fusion import FixedFusion, FusionWeights
+        >>> rng = np.random.default_rng(0)
+        >>> text = rng.normal(size=(12, 384))
+        >>> text[1] = text[0] + 0.3 * rng.normal(size=384)  # "b" reads much like "a"...
+        >>> tags = [("jazz",), ("rock",), ("jazz",)] + [(f"t{n}",) for n in range(9)]
+        >>> cs = ContentSource()
+        >>> for item, v in zip("abcdefghijkl", FixedFusion().fuse(text, None, tags)):
+        ...     cs.set_embedding(item, v)
+        >>> cs.learn_one("ann", "a", ts=0)
+        >>> [r.item_id for r in cs.recommend("ann", k=1, exclude=["a"])]
+        ['b']
+        >>> cs.set_fusion(FusionWeights(text=0.2, image=0.1, tags=0.7))  # ...but "c" is jazz
+        >>> [r.item_id for r in cs.recommend("ann", k=1, exclude=["a"])]
+        ['c']
+        """
+        weights = weights or FIXED
+        if weights == self.fusion:
+            return
+        if weights != FIXED and self.dim != DIM:
+            raise ValueError(f"block weights need the fused {DIM}-d layout, this content "
+                             f"source holds {self.dim}-d vectors")
+        self._reweighting = None if weights == FIXED else Reweighting(weights, FIXED)
+        self.fusion = weights
+        self.index.set_weighing(self._reweighting.items if self._reweighting else None)
+
     def _add(self, user: str, j: int, w: float, ts: float) -> None:
         x = self.index.matrix[j]
+        text = imageless_text(x) if self.dim == DIM else None
         prev = self.profiles.get(user)
         if prev is None:
             self.profiles[user] = (w * x, w, ts)
+            if text is not None:
+                self.imageless[user] = w * text
             return
         p, weight, t0 = prev
         # Decay whichever of the two is older to the newer time.
         if ts >= t0:
             d = 2.0 ** (-(ts - t0) / self.half_life_s)
             self.profiles[user] = (d * p + w * x, d * weight + w, ts)
+            old, new = d, w
         else:
             d = 2.0 ** (-(t0 - ts) / self.half_life_s)
             self.profiles[user] = (p + d * w * x, weight + d * w, t0)
+            old, new = 1.0, d * w
+        side = self.imageless.get(user)
+        if side is not None or text is not None:
+            side = old * side if side is not None else 0.0
+            self.imageless[user] = side + new * text if text is not None else side
 
-    def profile(self, user: str) -> np.ndarray | None:
-        """The user's unit profile vector in the index's centred space, or None before any
-        item with an embedding."""
-        prev = self.profiles.get(user)
-        if prev is None:
-            return None
-        q = self.index.centre_queries(prev[0], np.array([prev[1]]))[0]
-        return q if q.any() else None
-
-    def score_many(self, users, now: float = 0.0) -> np.ndarray:
-        n = len(self.catalog)
+    def _queries(self, users) -> np.ndarray:
+        """Unit queries of ``users`` in the index's centred space (zero rows: no profile)."""
         raw = np.zeros((len(users), self.dim), np.float32)
         weights = np.zeros(len(users), np.float32)
         for r, u in enumerate(users):
             prev = self.profiles.get(u)
             if prev is not None:
                 raw[r], weights[r] = prev[0], prev[1]
-        P = self.index.centre_queries(raw, weights)
-        S = self.index.scores(P, n)  # float32: cosines need no more
+        if self._reweighting is not None:
+            side = np.zeros((len(users), TEXT.width), np.float32)
+            for r, u in enumerate(users):
+                s = self.imageless.get(u)
+                if s is not None:
+                    side[r] = s
+            raw = self._reweighting.profiles(raw, side)
+        return self.index.centre_queries(raw, weights)
+
+    def profile(self, user: str) -> np.ndarray | None:
+        """The user's unit profile vector in the index's centred space, or None before any
+        item with an embedding."""
+        if user not in self.profiles:
+            return None
+        q = self._queries([user])[0]
+        return q if q.any() else None
+
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        P = self._queries(users)
+        S = self.index.scores(P, len(self.catalog))  # float32: cosines need no more
         S[~P.any(axis=1)] = -np.inf  # no profile: no opinion
         return S
 

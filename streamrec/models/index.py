@@ -13,6 +13,8 @@ the synthetic world: the content source's HR@10 0.025 -> 0.028; on MovieLens 0.0
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from streamrec.models.catalog import grow_rows
@@ -52,26 +54,70 @@ class EmbeddingIndex:
         self.centre = np.zeros(dim, np.float32)
         self.centre_tolerance = centre_tolerance
         self.prior_items = prior_items
+        #: Sum of the compared rows (see :meth:`set_weighing`), behind the centre.
         self._sum = np.zeros(dim, np.float64)
+        #: rows -> the rows compared; None: the rows as added.
+        self.weigh: Callable[[np.ndarray], np.ndarray] | None = None
 
     def add(self, row: int, vector: np.ndarray) -> None:
         vector = np.asarray(vector, np.float32)
         self._grow(row + 1)
+        compared = self._weighed(vector[None])[0]
         if self.has[row]:
-            self._sum -= self.matrix[row]
+            self._sum -= self._weighed(self.matrix[row][None])[0]
         else:
             self.count += 1
-        self._sum += vector
+        self._sum += compared
         self.matrix[row] = vector
         self.has[row] = True
         self._missing[row] = 0.0
         mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
-            self.centre = mean
-            self.centred = np.where(self.has[:, None], _unit_rows(self.matrix - mean), 0.0
-                                    ).astype(np.float32)
+            self._rebuild(mean)
         else:
-            self.centred[row] = _unit_rows(vector - self.centre)
+            self.centred[row] = _unit_rows(compared - self.centre)
+
+    def add_many(self, rows: np.ndarray, vectors: np.ndarray) -> None:
+        """:meth:`add` for many (distinct) rows, with one rebuild of the centred copy."""
+        rows = np.asarray(rows, np.int64)
+        vectors = np.asarray(vectors, np.float32)
+        if not len(rows):
+            return
+        self._grow(int(rows.max()) + 1)
+        known = self.has[rows]
+        if known.any():
+            self._sum -= self._weighed(self.matrix[rows[known]]).sum(axis=0, dtype=np.float64)
+        self.count += int((~known).sum())
+        self._sum += self._weighed(vectors).sum(axis=0, dtype=np.float64)
+        self.matrix[rows] = vectors
+        self.has[rows] = True
+        self._missing[rows] = 0.0
+        self._rebuild((self._sum / (self.count + self.prior_items)).astype(np.float32))
+
+    def _weighed(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.weigh is None else self.weigh(rows)
+
+    def _rebuild(self, centre: np.ndarray) -> None:
+        self.centre = centre
+        self.centred = np.where(self.has[:, None], _unit_rows(self._weighed(self.matrix) - centre),
+                                0.0).astype(np.float32)
+
+    def set_weighing(self, weigh: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """Compare ``weigh(rows)`` (rows -> rows, e.g. other fusion weights) instead of the
+        vectors as added (None: as added). ``matrix`` keeps them as added; the centre and the
+        centred copy are rebuilt once, here.
+
+        >>> idx = EmbeddingIndex(dim=2)
+        >>> idx.add(0, np.array([1.0, 0.0])); idx.add(1, np.array([0.0, 1.0]))
+        >>> idx.search(np.array([[0.6, 0.8]]), k=1).tolist()
+        [[1]]
+        >>> idx.set_weighing(lambda rows: rows * np.array([1.0, 0.0]))  # column 2 ignored
+        >>> idx.search(np.array([[0.6, 0.8]]), k=1).tolist()
+        [[0]]
+        """
+        self.weigh = weigh
+        self._sum = self._weighed(self.matrix[self.has]).sum(axis=0, dtype=np.float64)
+        self._rebuild((self._sum / (self.count + self.prior_items)).astype(np.float32))
 
     def _grow(self, n: int) -> None:
         self.matrix = grow_rows(self.matrix, n)
@@ -106,9 +152,10 @@ class EmbeddingIndex:
         return S
 
     def search(self, queries: np.ndarray, k: int, n: int | None = None) -> np.ndarray:
-        """The ``k`` nearest rows of each query vector, nearest first."""
+        """The ``k`` nearest rows of each query vector (weighed as the rows are), nearest
+        first."""
         n = len(self.has) if n is None else n
-        S = self.scores(self.centre_queries(queries), n)
+        S = self.scores(self.centre_queries(self._weighed(np.atleast_2d(queries))), n)
         k = min(k, n)
         top = np.argpartition(-S, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(S, top, axis=1), axis=1)

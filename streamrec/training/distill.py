@@ -1,6 +1,7 @@
 """Training: the teacher on the log window with sampled negatives, then the student against it
 (the distillation seed's two losses: soft targets first, then soft targets plus the hidden
-representation MSE), and the held-out hit rate both are judged by."""
+representation MSE), the content fusion's block weights (:mod:`.fusion_weights`), and the
+held-out hit rate all are judged by."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from streamrec.models.student_scorer import StudentScorer
+from streamrec.snapshots.hot_swap import FUSION_WEIGHTS
+from streamrec.training.fusion_weights import FusionFit, learn_fusion
 from streamrec.training.student_towers import StudentTowers
 from streamrec.training.teacher import TeacherTowers, pick_device
 from streamrec.training.training_log import HISTORY, Examples, ItemContent, TrainingLog
@@ -378,10 +381,17 @@ class Trained:
     examples: int
     #: The window's most recent clicks, not trained on: what a new student is judged by.
     held_out: Examples
+    #: The content fusion's block weights: learned, chosen (served with the student) and
+    #: judged; None: not fitted (the fixed fusion).
+    fusion: FusionFit | None = None
 
     def student_snapshot(self, quantise: bool = False):
-        return self.student.snapshot(self.window.item_ids_by_row(),
-                                     self.window.behaviour_by_row(), quantise)
+        """Tensors and metadata of the student, with the fusion weights workers serve with it."""
+        tensors, meta = self.student.snapshot(self.window.item_ids_by_row(),
+                                              self.window.behaviour_by_row(), quantise)
+        if self.fusion is not None:
+            meta[FUSION_WEIGHTS] = self.fusion.chosen.to_json()
+        return tensors, meta
 
 
 def train_models(log: TrainingLog, content: ItemContent, stop: int | None = None,
@@ -412,12 +422,18 @@ def _train_models(log: TrainingLog, content: ItemContent, stop: int | None, cfg:
     t0 = time.perf_counter()
     student = distil_student(teacher, w, train, cfg, progress, held)
     seconds["student"] = time.perf_counter() - t0
-    trained = Trained(teacher, student, w, {}, seconds, len(train), held)
+    t0 = time.perf_counter()
+    fusion = learn_fusion(log, content.fused, stop, train, held,
+                          lambda scores_for: hit_rate(scores_for, held, w.first_ts), cfg.seed)
+    seconds["fusion"] = time.perf_counter() - t0
+    trained = Trained(teacher, student, w, {}, seconds, len(train), held, fusion)
     trained.scores["teacher_hr_at_10"] = hit_rate(teacher_scores(teacher, w, cfg.device), held,
                                                   w.first_ts)
     for name, q in (("student_hr_at_10", False), ("student_int8_hr_at_10", True)):
         scorer = StudentScorer(*trained.student_snapshot(q))
         trained.scores[name] = hit_rate(scorer_scores(scorer, w), held, w.first_ts)
+    trained.scores["content_fixed_hr_at_10"] = fusion.fixed_hr
+    trained.scores["content_learned_hr_at_10"] = fusion.learned_hr
     trained.scores["held_out_clicks"] = len(held)
     trained.scores["teacher_best_epoch"] = teacher.best_epoch
     trained.scores["student_best_epoch"] = student.best_epoch

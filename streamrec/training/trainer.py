@@ -2,7 +2,8 @@
 
 Train the teacher, distil the student, judge it on the window's most recent clicks (held out)
 against the student in service, publish it only if it is not worse, and announce it on
-``model-updates`` so workers swap it in.
+``model-updates`` so workers swap it in. The snapshot carries the content fusion weights the
+round chose, which workers put in service with the student.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class RoundReport:
     scores: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     window: dict = field(default_factory=dict)
+    #: The content fusion weights learned and those published with the student.
+    fusion: dict = field(default_factory=dict)
 
 
 def announcement(info: SnapshotInfo) -> bytes:
@@ -96,10 +99,11 @@ async def run_round(events: Sequence[Event], redis: aioredis.Redis, *, prefix: s
               "interactions": len(training_log), "clicks_trained": trained.examples,
               "clicks_held_out": len(trained.held_out)}
     seconds = {"encode": encode_s, **trained.seconds}
+    fusion = trained.fusion.report() if trained.fusion is not None else {}
     if old_hr is not None and new_hr < old_hr and not force:
         return RoundReport(False, f"held-out HR@10 {new_hr:.4f} is below the in-service "
                            f"{old_version}'s {old_hr:.4f}: kept {old_version}",
-                           None, old_version, scores, seconds, window)
+                           None, old_version, scores, seconds, window, fusion)
     tensors, meta = trained.student_snapshot(int8)
     info = await store.publish(STUDENT, tensors, meta, data_range=window, scores=scores)
     if producer is not None:
@@ -107,4 +111,4 @@ async def run_round(events: Sequence[Event], redis: aioredis.Redis, *, prefix: s
     seconds["total"] = time.perf_counter() - t0
     was = f"{old_hr:.4f} for {old_version}" if old_hr is not None else "no student in service"
     return RoundReport(True, f"held-out HR@10 {new_hr:.4f} ({was})", info.version,
-                       old_version, scores, seconds, window)
+                       old_version, scores, seconds, window, fusion)
