@@ -34,9 +34,9 @@ def test_simulated_log_evaluates_prequentially(tmp_path):
     window = result["training_window"]
     assert 0 < window["events"] == result["scored_from_event"] < 3000
     assert result["events"] == 3000 and result["clicks"] > 0
-    assert {"popularity", "covisitation", "isgd", "river_biasedmf", "content", "blend",
-            "blend_no_content", "teacher", "student", "student_int8",
-            "blend_no_student"} == set(result["models"])
+    assert {"popularity", "baseline_tags", "baseline_cooccurrence", "covisitation", "isgd",
+            "river_biasedmf", "content", "tags", "blend", "blend_no_content", "teacher",
+            "student", "student_int8", "blend_no_student"} == set(result["models"])
     # Scored: exactly the clicks after the training window, each a hit or a miss per model.
     types = [json.loads(line)["type"] for line in log.open()]
     assert result["clicks"] == types[result["scored_from_event"]:].count("click")
@@ -55,6 +55,26 @@ def test_evaluate_without_training_scores_the_whole_log(tmp_path):
                             "--no-content", "--json").stdout.strip().splitlines()[-1])
     assert result["scored_from_event"] == 0 and result["training_window"] is None
     assert "teacher" not in result["models"] and "blend" in result["models"]
+
+
+def test_evaluate_generates_a_world_and_scores_the_baselines_beside_the_blend():
+    result = json.loads(run("evaluate", "--world", "tags", "--events", "2000", "--users", "80",
+                            "--items", "60", "--train-fraction", "0", "--no-content",
+                            "--json").stdout.strip().splitlines()[-1])
+    assert result["events"] == 2000
+    models = result["models"]
+    assert {"popularity", "baseline_tags", "baseline_cooccurrence", "blend"} <= models.keys()
+    # Every upload of the tags world carries its topic's tag: the tag baseline has opinions.
+    assert models["baseline_tags"]["coverage"] > models["popularity"]["coverage"]
+
+
+def test_evaluate_refuses_an_unknown_world_and_two_sources():
+    proc = subprocess.run([*CLI, "evaluate", "--world", "atlantis"], capture_output=True,
+                          text=True)
+    assert proc.returncode != 0 and "sessions" in proc.stderr  # names the known worlds
+    proc = subprocess.run([*CLI, "evaluate", "--world", "tags", "--dataset", "movielens-100k"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "one of" in proc.stderr
 
 
 def test_evaluate_rejects_unknown_models(tmp_path):
