@@ -53,11 +53,8 @@ class CoOccurrenceBaseline(CandidateSource):
         recent.append(j)
 
     def score_many(self, users: Sequence[str], now: float = 0.0) -> np.ndarray:
-        pop = self.popularity.score_all(None, now)
-        top = pop.max() if len(pop) else 0.0
         S = np.zeros((len(users), len(self.catalog)))
-        if top > 0:
-            S += self.popularity_weight * pop / top
+        S += self.popularity_weight * self.popularity.share_of_top(now)
         for r, u in enumerate(users):
             for i in self.recent.get(u, ()):
                 counts = self.pairs.get(i)

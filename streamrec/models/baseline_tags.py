@@ -51,11 +51,8 @@ class TagCountBaseline(CandidateSource):
         self.popularity.learn_one(user, item, ts, clicked)
 
     def score_many(self, users: Sequence[str], now: float = 0.0) -> np.ndarray:
-        pop = self.popularity.score_all(None, now)
-        top = pop.max() if len(pop) else 0.0
         S = self.profile.score_many(users, now).astype(np.float64)
-        if top > 0:
-            S += self.popularity_weight * pop / top
+        S += self.popularity_weight * self.popularity.share_of_top(now)
         return S
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:

@@ -86,3 +86,9 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         if self.epoch is None:
             return raw.copy()
         return raw * 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s)
+
+    def share_of_top(self, now: float = 0.0) -> np.ndarray:
+        """Each item's score as a share of the top item's (all 0 before any interaction)."""
+        scores = self.score_all(None, now)
+        top = scores.max() if len(scores) else 0.0
+        return scores / top if top > 0 else scores
