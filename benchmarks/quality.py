@@ -51,7 +51,7 @@ def ratios(models: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worlds", default="default,tags,sessions,trends,drift,sparse,images")
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--no-movielens", action="store_true")

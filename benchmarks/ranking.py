@@ -146,7 +146,7 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=30000)
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--items", type=int, default=2000)

@@ -106,7 +106,7 @@ async def run(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=30_000)
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--json", action="store_true", help="end with one JSON line")

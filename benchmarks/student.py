@@ -50,7 +50,7 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=200)
     ap.add_argument("--repeats", type=int, default=7)
