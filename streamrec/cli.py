@@ -44,6 +44,17 @@ def _need_cluster(s: Settings) -> None:
         raise typer.Exit(2)
 
 
+def _check_snapshot_key(s: Settings) -> None:
+    """Stop with the reason when the snapshot key settings are unusable."""
+    from streamrec.snapshots.signing import configured_key
+
+    try:
+        configured_key(s)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[rate]}"), console=console,
@@ -68,6 +79,7 @@ def worker(
     s = _settings(kafka, redis, partitions)
     s.engine = engine or s.engine
     s.web_port = web_port or s.web_port
+    _check_snapshot_key(s)
     rt = None
     if embedded:
         from streamrec.embedded import EmbeddedRuntime
@@ -422,6 +434,7 @@ def train(
         raise typer.Exit(2)
     if log is not None and not log.is_file():
         raise typer.BadParameter(f"{log} does not exist")
+    _check_snapshot_key(s)
     from streamrec.training.distill import TrainConfig
 
     cfg = TrainConfig(device=device)
@@ -470,6 +483,7 @@ async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, for
 async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, force,
                      directory, keep, as_json) -> None:
     """Read the window, train, judge, maybe publish, print the summary."""
+    from streamrec.snapshots.signing import configured_key
     from streamrec.training.log_reader import latest_interactions, read_log
     from streamrec.training.trainer import run_round
 
@@ -492,7 +506,8 @@ async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, 
             progress.update(tasks[phase], completed=done, total=total)
         report = await run_round(events, r, prefix=s.app_id, snapshot_dir=directory,
                                  producer=producer, cfg=cfg, int8=int8, force=force,
-                                 image_root=s.image_root, keep=keep, progress=tick)
+                                 image_root=s.image_root, keep=keep, progress=tick,
+                                 key=configured_key(s))
     _print_round(report, as_json)
 
 

@@ -58,3 +58,9 @@ class Settings:
     on_offset_reset: str = field(default_factory=lambda: _env("ON_OFFSET_RESET", "relearn"))
     #: Folder for snapshots too large for Redis (shared by the trainer and the workers).
     snapshot_dir: str = field(default_factory=lambda: _env("SNAPSHOT_DIR", "runs/snapshots"))
+    #: Key the trainer signs snapshots with and workers verify them with (snapshots/signing.py);
+    #: every process of a deployment needs the same one. Kept out of the repr, so out of logs.
+    snapshot_key: str = field(default_factory=lambda: _env("SNAPSHOT_KEY", ""), repr=False)
+    #: A file holding that key instead (e.g. a mounted secret). With neither, a key generated
+    #: once in ``snapshot_dir``, which serves the processes that share that folder.
+    snapshot_key_file: str = field(default_factory=lambda: _env("SNAPSHOT_KEY_FILE", ""))

@@ -24,7 +24,8 @@ MODEL_GC_PAUSE_SECONDS = Histogram(
 STUDENT_SWAPS = Counter("streamrec_student_swaps", "Students taken into service",
                         registry=REGISTRY)
 STUDENT_REJECTED = Counter("streamrec_student_rejected", "Student snapshots refused (corrupt, "
-                           "truncated, wrong shape)", registry=REGISTRY)
+                           "truncated, wrong shape, unsigned or badly signed, located outside "
+                           "the snapshot folder)", registry=REGISTRY)
 ENCODER_RESTARTS = Counter("streamrec_encoder_restarts", "Encoder processes replaced after "
                            "dying (killed, out of memory)", registry=REGISTRY)
 

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import pytest_asyncio
@@ -31,6 +33,19 @@ async def send(producer: AIOKafkaProducer, ev: Event, topic: str | None = None) 
     """Publish ``ev`` on its topic, keyed as apps key it (uploads by item, the rest by user)."""
     key = ev.item_id if isinstance(ev, Upload) else ev.user_id
     await producer.send(topic or TOPIC_OF[ev.type], encode(ev), key=key.encode())
+
+
+def tiny_student(items: list[str], dim: int = 128) -> tuple[dict, dict]:
+    """A valid student snapshot of ``items`` (a user is the mean of their items' content)."""
+    n, hidden = len(items) + 1, 4
+    t = {"ids.weight": np.zeros((n, 2)), "bias.weight": np.zeros((n, 1)),
+         "behaviour": np.zeros((n, 3)), "item1.weight": np.zeros((hidden, dim + 5)),
+         "item1.bias": np.zeros(hidden), "item2.weight": np.zeros((hidden, hidden)),
+         "item2.bias": np.zeros(hidden), "recency": np.zeros(2), "user.weight": np.eye(hidden),
+         "user.bias": np.zeros(hidden), "prior.weight": np.eye(hidden, dim),
+         "kind_weight": np.zeros(2)}
+    return ({k: v.astype(np.float32) for k, v in t.items()},
+            {"config": "{}", "item_ids": json.dumps(items)})
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,17 @@ def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
                                      "demo"])
 def test_every_subcommand_has_help(command):
     assert "Usage" in run(command, "--help").stdout
+
+
+@pytest.mark.parametrize("command", [["worker", "--kafka", "nowhere:9092", "--redis",
+                                      "redis://nowhere"],
+                                     ["train", "--redis", "redis://nowhere", "--dataset",
+                                      "movielens-100k"]])
+def test_worker_and_train_stop_at_an_unusable_snapshot_key(command):
+    env = {**os.environ, "STREAMREC_SNAPSHOT_KEY": "short"}
+    out = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "at least 16 are needed" in " ".join((out.stdout + out.stderr).split())
 
 
 @pytest.mark.slow

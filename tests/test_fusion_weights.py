@@ -4,7 +4,6 @@ refused), and a worker's engine puts them in service with the student (real redi
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -31,7 +30,7 @@ from streamrec.training.fusion_weights import (
 from streamrec.training.trainer import announcement
 from streamrec.training.training_log import ItemContent, TrainingLog
 
-from conftest import uid
+from conftest import tiny_student, uid
 
 # Not the fixed text:image ratio, so items without an image re-weight their text differently.
 TAGGY = FusionWeights(text=0.15, image=0.25, tags=0.6)
@@ -197,19 +196,6 @@ def test_block_features_at_the_fixed_weights_are_the_content_sources_cosines():
 
 
 # ---- snapshots -----------------------------------------------------------------------------
-
-def tiny_student(items: list[str], dim: int = 128) -> tuple[dict, dict]:
-    """A valid student snapshot (a user is the mean of their items' content)."""
-    n, hidden = len(items) + 1, 4
-    t = {"ids.weight": np.zeros((n, 2)), "bias.weight": np.zeros((n, 1)),
-         "behaviour": np.zeros((n, 3)), "item1.weight": np.zeros((hidden, dim + 5)),
-         "item1.bias": np.zeros(hidden), "item2.weight": np.zeros((hidden, hidden)),
-         "item2.bias": np.zeros(hidden), "recency": np.zeros(2), "user.weight": np.eye(hidden),
-         "user.bias": np.zeros(hidden), "prior.weight": np.eye(hidden, dim),
-         "kind_weight": np.zeros(2)}
-    return ({k: v.astype(np.float32) for k, v in t.items()},
-            {"config": "{}", "item_ids": json.dumps(items)})
-
 
 BAD = [('{"text": 0.5, "image": 0.5, "tags": 0.5}', "sum to 1"),
        ('{"text": 1.1, "image": -0.1, "tags": 0.0}', "non-negative"),

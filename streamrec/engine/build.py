@@ -14,6 +14,7 @@ from streamrec.engine.engine import Engine, PassthroughEngine
 from streamrec.engine.shared_state import SharedState
 from streamrec.models.blend import Blend
 from streamrec.snapshots.hot_swap import StudentLoader
+from streamrec.snapshots.signing import configured_key
 from streamrec.snapshots.store import SnapshotStore
 
 
@@ -33,9 +34,12 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
     student = blend.sources.get("student")
-    # The content source takes the fusion weights that come with each student.
-    students = StudentLoader(SnapshotStore(redis, settings.app_id, settings.snapshot_dir),
-                             student, blend.sources.get("content")) \
-        if student is not None else None
+    students = None
+    if student is not None:
+        # Only snapshots signed with the trainer's key are served (snapshots/signing.py); the
+        # content source takes the fusion weights that come with each student.
+        store = SnapshotStore(redis, settings.app_id, settings.snapshot_dir,
+                              key=configured_key(settings))
+        students = StudentLoader(store, student, blend.sources.get("content"))
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
                students=students, on_offset_reset=settings.on_offset_reset)

@@ -8,17 +8,21 @@ Redis keys (``{p}`` is the app id, ``{kind}`` e.g. ``student``)::
     {p}:snapshot-blob:{version}     the safetensors bytes of a small snapshot
 
 Snapshots larger than ``blob_limit`` go to ``directory`` instead (shared by the workers, a
-volume in docker-compose). Nothing is ever unpickled: a blob is checked against its sha256,
-then parsed as safetensors (a JSON header and raw little-endian arrays).
+volume in docker-compose). Nothing is ever unpickled: a manifest entry is checked against its
+signature (:mod:`streamrec.snapshots.signing`), a file location must lie inside
+``directory``, a blob is checked against its sha256, then parsed as safetensors (a JSON header
+and raw little-endian arrays).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +32,9 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from streamrec.records.errors import SnapshotError
+from streamrec.snapshots.signing import KEY_FILE, local_key, sign, verify
+
+log = logging.getLogger(__name__)
 
 #: The kind of snapshot the workers serve: the distilled student.
 STUDENT = "student"
@@ -48,6 +55,23 @@ class SnapshotInfo:
     scores: dict = field(default_factory=dict)
     #: ``redis`` or a file name under the store's directory.
     location: str = "redis"
+    #: HMAC-SHA256 of the rest of the entry (signing.py); empty: unsigned.
+    signature: str = ""
+
+
+def parse_entry(kind: str, raw: bytes) -> SnapshotInfo:
+    """A manifest entry read from Redis, with a :class:`SnapshotError` for what is not one
+    (Redis is not trusted to hold only what the trainer wrote)."""
+    try:
+        info = SnapshotInfo(**orjson.loads(raw))
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(f"malformed {kind} manifest entry: {exc}") from None
+    if not isinstance(info.version, str) or not re.fullmatch(rf"{re.escape(kind)}-v\d+",
+                                                             info.version):
+        raise SnapshotError(f"malformed {kind} manifest entry: version {info.version!r}")
+    if not isinstance(info.location, str):
+        raise SnapshotError(f"snapshot {info.version}: location {info.location!r} is not a name")
+    return info
 
 
 def read_header(blob: bytes) -> dict:
@@ -85,20 +109,52 @@ class SnapshotStore:
     """Publishes, lists, loads (verified), promotes and prunes snapshots.
 
     ``keep`` snapshots per kind are kept; older ones are pruned at each publication, except
-    the one in service.
+    the one in service. ``key`` signs and verifies manifest entries; None means the key
+    generated in ``directory`` (made at first use).
     """
 
     def __init__(self, redis: aioredis.Redis, prefix: str = "streamrec",
                  directory: str | Path = "runs/snapshots", blob_limit: int = 4 << 20,
-                 keep: int = 5) -> None:
+                 keep: int = 5, key: bytes | None = None) -> None:
         self.r = redis
         self.p = prefix
         self.directory = Path(directory)
         self.blob_limit = blob_limit
         self.keep = keep
+        self._signing_key = key
 
     def _key(self, kind: str) -> str:
         return f"{self.p}:snapshots:{kind}"
+
+    @property
+    def signing_key(self) -> bytes:
+        # Lazily: a store that only reads which version is current needs no key file.
+        if self._signing_key is None:
+            try:
+                self._signing_key = local_key(self.directory)
+            except (OSError, ValueError) as exc:  # an unwritable folder, an emptied key file
+                raise SnapshotError(f"no snapshot key: {exc}") from None
+        return self._signing_key
+
+    def verify(self, info: SnapshotInfo) -> None:
+        """Raise :class:`SnapshotError` unless ``info`` was signed with this store's key."""
+        verify(self.signing_key, self.p, asdict(info))
+
+    def path_of(self, info: SnapshotInfo) -> Path:
+        """The file of a snapshot stored in the folder; raises :class:`SnapshotError` when its
+        location leaves the folder (absolute, ``..``, a symlink out) or names the key."""
+        name = Path(info.location)
+        try:
+            folder = self.directory.resolve()
+            resolved = (self.directory / name).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise SnapshotError(f"snapshot {info.version}: location {info.location!r}: "
+                                f"{exc}") from None
+        if (name.is_absolute() or ".." in name.parts or not resolved.is_relative_to(folder)
+                or resolved in (folder, folder / KEY_FILE)):
+            raise SnapshotError(f"snapshot {info.version}: location {info.location!r} is "
+                                f"outside the snapshot folder {folder}")
+        return self.directory / name
 
     async def publish(self, kind: str, tensors: dict[str, np.ndarray],
                       metadata: dict[str, str] | None = None, data_range: dict | None = None,
@@ -118,6 +174,7 @@ class SnapshotStore:
             tmp.replace(self.directory / location)  # readers never see half a file
         info = SnapshotInfo(version, kind, hashlib.sha256(blob).hexdigest(), len(blob),
                             time.time(), data_range or {}, scores or {}, location)
+        info = replace(info, signature=sign(self.signing_key, self.p, asdict(info)))
         pipe = self.r.pipeline(transaction=True)
         if location == "redis":
             pipe.set(f"{self.p}:snapshot-blob:{version}", blob)
@@ -129,16 +186,27 @@ class SnapshotStore:
         return info
 
     async def list(self, kind: str) -> list[SnapshotInfo]:
-        """Every stored version of ``kind``, oldest first."""
-        raw = await self.r.hgetall(self._key(kind))
-        infos = [SnapshotInfo(**orjson.loads(v)) for v in raw.values()]
+        """Every stored version of ``kind``, oldest first (malformed entries are skipped)."""
+        infos = []
+        for field_name, raw in (await self.r.hgetall(self._key(kind))).items():
+            try:
+                infos.append(self._entry(kind, field_name.decode(errors="replace"), raw))
+            except SnapshotError as exc:
+                log.warning("%s", exc)
         return sorted(infos, key=lambda i: int(i.version.rsplit("-v", 1)[1]))
 
     async def info(self, kind: str, version: str) -> SnapshotInfo:
         raw = await self.r.hget(self._key(kind), version)
         if raw is None:
             raise SnapshotError(f"no snapshot {version!r} of kind {kind!r} in the manifest")
-        return SnapshotInfo(**orjson.loads(raw))
+        return self._entry(kind, version, raw)
+
+    @staticmethod
+    def _entry(kind: str, version: str, raw: bytes) -> SnapshotInfo:
+        info = parse_entry(kind, raw)
+        if info.version != version:
+            raise SnapshotError(f"snapshot {version}: its manifest entry is {info.version}'s")
+        return info
 
     async def current(self, kind: str) -> str | None:
         v = await self.r.get(f"{self._key(kind)}:current")
@@ -155,7 +223,7 @@ class SnapshotStore:
             if blob is None:
                 raise SnapshotError(f"snapshot {info.version}: blob missing from Redis")
             return blob
-        path = self.directory / info.location
+        path = self.path_of(info)
         try:
             return path.read_bytes()
         except OSError as exc:
@@ -163,12 +231,14 @@ class SnapshotStore:
 
     async def load(self, kind: str, version: str | None = None
                    ) -> tuple[dict[str, np.ndarray], dict[str, str], SnapshotInfo]:
-        """The tensors and metadata of ``version`` (default: the one in service), verified
-        against the manifest's size and sha256 before anything is parsed."""
+        """The tensors and metadata of ``version`` (default: the one in service): its manifest
+        entry verified against its signature before anything is read, the blob against the
+        entry's size and sha256 before anything is parsed."""
         version = version or await self.current(kind)
         if version is None:
             raise SnapshotError(f"no {kind} snapshot has been published")
         info = await self.info(kind, version)
+        self.verify(info)
         blob = await self.read_blob(info)
         if len(blob) != info.size:
             raise SnapshotError(f"snapshot {version}: {len(blob)} bytes, manifest says "
@@ -183,12 +253,27 @@ class SnapshotStore:
                                 f"{meta.get('version')!r}")
         return tensors, meta, info
 
+    def distrust(self, info: SnapshotInfo) -> str | None:
+        """Why ``info`` is not to be trusted (unsigned, badly signed), or None."""
+        key = self.signing_key  # no key is an error, not a verdict on the entry
+        try:
+            verify(key, self.p, asdict(info))
+        except SnapshotError as exc:
+            return str(exc)
+        return None
+
     async def prune(self, kind: str, keep: int | None = None) -> list[str]:
-        """Delete all but the newest ``keep`` versions (never the one in service)."""
+        """Delete all but the newest ``keep`` signed versions, and every entry not signed with
+        the key (never the one in service), so forged entries cannot push the trainer's out.
+        A file is deleted only for a signed entry whose location lies inside the folder:
+        nothing but the trainer's own snapshot files is ever deleted."""
         keep = self.keep if keep is None else keep
         infos = await self.list(kind)
         current = await self.current(kind)
-        doomed = [i for i in infos[:max(len(infos) - keep, 0)] if i.version != current]
+        forged = {i.version: why for i in infos if (why := self.distrust(i)) is not None}
+        signed = [i.version for i in infos if i.version not in forged]
+        old = set(signed[:max(len(signed) - keep, 0)]) | forged.keys()
+        doomed = [i for i in infos if i.version in old and i.version != current]
         if not doomed:
             return []
         pipe = self.r.pipeline(transaction=True)
@@ -198,5 +283,20 @@ class SnapshotStore:
         await pipe.execute()
         for i in doomed:
             if i.location != "redis":
-                (self.directory / i.location).unlink(missing_ok=True)
+                self._delete_file(i, forged.get(i.version))
         return [i.version for i in doomed]
+
+    def _delete_file(self, info: SnapshotInfo, distrusted: str | None) -> None:
+        """Delete a pruned snapshot's file, if its entry is signed and it is in the folder."""
+        try:
+            if distrusted is not None:
+                raise SnapshotError(distrusted)
+            path = self.path_of(info)
+        except SnapshotError as exc:
+            log.warning("pruned %s from the manifest, its file left alone: %s",
+                        info.version, exc)
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("pruned %s, but cannot delete %s: %s", info.version, path, exc)

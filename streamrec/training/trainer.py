@@ -74,10 +74,11 @@ async def run_round(events: Sequence[Event], redis: aioredis.Redis, *, prefix: s
                     snapshot_dir: str = "runs/snapshots", producer=None,
                     cfg: TrainConfig | None = None, int8: bool = False, force: bool = False,
                     image_root: str | None = None, keep: int = 5,
-                    progress: Progress | None = None) -> RoundReport:
+                    progress: Progress | None = None, key: bytes | None = None) -> RoundReport:
     """Train on ``events`` and publish the student if it is not worse than the one in
     service (or with ``force``). ``producer`` (aiokafka) announces it on ``model-updates``;
-    without one, workers still find it at their next refresh."""
+    without one, workers still find it at their next refresh. ``key`` signs the snapshot
+    (None: the key generated in ``snapshot_dir``)."""
     cfg = cfg or TrainConfig()
     t0 = time.perf_counter()
     training_log = TrainingLog.from_events(events)
@@ -90,10 +91,10 @@ async def run_round(events: Sequence[Event], redis: aioredis.Redis, *, prefix: s
         trained = await asyncio.to_thread(train_models, training_log, content, None, cfg, progress)
     except ValueError as exc:
         return RoundReport(False, str(exc))
-    store = SnapshotStore(redis, prefix, snapshot_dir, keep=keep)
+    store = SnapshotStore(redis, prefix, snapshot_dir, keep=keep, key=key)
     old_version, old_hr = await in_service_hit_rate(store, trained)
-    key = "student_int8_hr_at_10" if int8 else "student_hr_at_10"
-    new_hr = trained.scores[key]
+    judged_on = "student_int8_hr_at_10" if int8 else "student_hr_at_10"
+    new_hr = trained.scores[judged_on]
     scores = {**trained.scores, "in_service_hr_at_10": old_hr}
     window = {"from_ts": float(training_log.ts[0]), "to_ts": float(training_log.ts[-1]),
               "interactions": len(training_log), "clicks_trained": trained.examples,
