@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
+import stat
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -33,24 +35,51 @@ FORMATS = {"PNG", "JPEG", "WEBP", "GIF", "BMP"}
 
 
 def _read_reference(ref: str, root: Path | None) -> bytes:
+    """The bytes of ``file:NAME``: NAME is relative to ``root`` (a leading ``/`` too), and
+    whatever it resolves to, through ``..`` or symlinks, must be a regular file inside it."""
     if root is None:
         raise InvalidEvent("image reference not allowed: this worker has no image root")
     name = ref[len("file:"):]
     if "\x00" in name:
         raise InvalidEvent(f"bad image reference: NUL byte in {ref[:200]!r}")
     base = root.resolve()
-    path = (base / name.lstrip("/")).resolve()
+    try:
+        path = (base / name.lstrip("/")).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unencodable name
+        raise InvalidEvent(f"bad image reference: {ref[:200]!r} cannot be resolved") from None
     if base not in path.parents:
         raise InvalidEvent(f"image reference outside the image root: {ref[:200]!r}")
     try:
-        if path.stat().st_size > MAX_IMAGE_BYTES:
-            raise InvalidEvent(f"image too large: {path.stat().st_size} bytes, "
-                               f"limit {MAX_IMAGE_BYTES}")
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO someone left in the folder must not wait for a writer;
+        # O_NOFOLLOW: the resolved name must not have become a symlink meanwhile.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise InvalidEvent(f"image not found: {ref[:200]!r}") from None
+    except (OSError, ValueError) as exc:  # the reason names no path of the worker's
+        raise InvalidEvent(f"image unreadable: {ref[:200]!r}: "
+                           f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    try:
+        return _read_regular(fd, ref)
+    finally:
+        os.close(fd)
+
+
+def _read_regular(fd: int, ref: str) -> bytes:
+    """At most :data:`MAX_IMAGE_BYTES` of an open regular file (a device or a FIFO is
+    refused: it could be endless or never answer)."""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidEvent(f"image unreadable: {ref[:200]!r} is not a regular file")
+        if st.st_size > MAX_IMAGE_BYTES:
+            raise InvalidEvent(f"image too large: {st.st_size} bytes, limit {MAX_IMAGE_BYTES}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)  # the file may have grown since fstat
     except OSError as exc:
         raise InvalidEvent(f"image unreadable: {ref[:200]!r}: {exc.strerror}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidEvent(f"image too large: more than {MAX_IMAGE_BYTES} bytes")
+    return data
 
 
 def image_bytes(image: str, root: Path | None = None) -> bytes:
@@ -99,5 +128,8 @@ def load_image(image: str, root: Path | None = None) -> Image.Image:
         raise
     except UnidentifiedImageError:
         raise InvalidEvent("corrupt image: cannot identify image file") from None
+    except Image.DecompressionBombError:  # Pillow's own guard, before our size check
+        raise InvalidEvent(f"image size out of range: more than {2 * Image.MAX_IMAGE_PIXELS} "
+                           f"pixels declared, limit {MAX_SIDE} a side") from None
     except Exception as exc:  # decoders raise many types; any of them means a corrupt image
         raise InvalidEvent(f"corrupt image: {exc}"[:300]) from None

@@ -23,7 +23,14 @@ from streamrec.models.base import Recommendation
 from streamrec.models.blend import Blend
 from streamrec.records import dead_letter
 from streamrec.records.errors import WorkerMustStop
-from streamrec.records.events import Click, Event, InvalidEvent, View, decode
+from streamrec.records.events import (
+    Click,
+    Event,
+    InvalidEvent,
+    View,
+    decode,
+    decode_model_update,
+)
 from streamrec.records.topics import EVENT_TYPE
 from streamrec.snapshots.hot_swap import StudentLoader
 
@@ -363,12 +370,9 @@ class Engine:
         out = Outgoing([], [], {})
         for msg in batch:
             try:
-                d = orjson.loads(msg.value or b"")
-                if not isinstance(d, dict) or not isinstance(d.get("version"), str) \
-                        or not isinstance(d.get("kind"), str):
-                    raise ValueError("needs string fields kind and version")
-            except ValueError as exc:
-                reject(msg, f"invalid model update: {exc}", out)
+                decode_model_update(msg.value)
+            except InvalidEvent as exc:
+                reject(msg, str(exc), out)
         if len(out.dead_letters) < len(batch):
             await self.check_student()
         return out

@@ -15,6 +15,7 @@ streamrec.records.events.InvalidEvent: wrong type: user_id must be a string, got
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -37,6 +38,10 @@ MAX_TAG = 64
 MAX_K = 200
 #: Events from further in the future than this are rejected (clock skew allowance).
 MAX_FUTURE_S = 24 * 3600
+#: Levels of objects and lists in a message (the event itself is one). Events are flat; the
+#: limit leaves room for an upload's extra metadata, well below the depth at which orjson's
+#: encoder (254) or pickling to the encoder process (about 1000) would fail on a kept value.
+MAX_DEPTH = 32
 
 EVENT_TYPES = ("view", "click", "upload", "rec-request")
 
@@ -121,8 +126,9 @@ def _number(d: dict, name: str, required: bool, lo: float, hi: float) -> float |
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidEvent(f"wrong type: {name} must be a number, got {type(v).__name__}")
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise InvalidEvent(f"out of range: {name}={v!r} not in [{lo:g}, {hi:g}]")
+    # Comparisons first: float() of an integer beyond 1e308 would raise OverflowError.
+    if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
+        raise InvalidEvent(f"out of range: {name}={_shown(v)} not in [{lo:g}, {hi:g}]")
     return float(v)
 
 
@@ -130,11 +136,23 @@ def _int(d: dict, name: str, default: int | None, lo: int, hi: int) -> int | Non
     v = d.get(name)
     if v is None:
         return default
+    # orjson reads integers beyond 64 bits as floats: a float out of range is reported as
+    # out of range (what the producer got wrong), not as a float.
+    if isinstance(v, float) and math.isfinite(v) and not lo <= v <= hi:
+        raise InvalidEvent(f"out of range: {name}={_shown(v)} not in [{lo}, {hi}]")
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidEvent(f"wrong type: {name} must be an integer, got {type(v).__name__}")
     if not lo <= v <= hi:
-        raise InvalidEvent(f"out of range: {name}={v} not in [{lo}, {hi}]")
+        raise InvalidEvent(f"out of range: {name}={_shown(v)} not in [{lo}, {hi}]")
     return v
+
+
+def _shown(v: int | float) -> str:
+    """A number for a reason, short: an integer of thousands of digits would not even print
+    (Python refuses int -> str beyond 4,300 digits)."""
+    if isinstance(v, int) and v.bit_length() > 64:
+        return f"<integer of {v.bit_length()} bits>"
+    return repr(v)
 
 
 def _text(d: dict, name: str, limit: int, required: bool) -> str:
@@ -247,16 +265,89 @@ def decode(raw: bytes | None, expected_type: str | None = None) -> Event:
     """Decode and validate one message value (JSON bytes)."""
     if raw is None:
         raise InvalidEvent("empty message")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise InvalidEvent(f"wrong type: message value must be bytes, got {type(raw).__name__}")
     limit = _LIMITS.get(expected_type or "upload", MAX_UPLOAD_BYTES)
     if len(raw) > limit:
         raise InvalidEvent(f"oversized payload: {len(raw)} bytes, limit {limit}")
-    if not isinstance(raw, (bytes, bytearray, memoryview)):
+    return from_dict(loads(raw), expected_type)
+
+
+def decode_model_update(raw: bytes | None) -> dict[str, Any]:
+    """A ``model-updates`` announcement: a JSON object with string fields ``kind`` and
+    ``version`` (:class:`InvalidEvent` says what is wrong)."""
+    try:
+        d = loads(raw or b"")
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"invalid model update: {exc}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("version"), str) \
+            or not isinstance(d.get("kind"), str):
+        raise InvalidEvent("invalid model update: needs string fields kind and version")
+    return d
+
+
+def loads(raw: bytes | bytearray | memoryview) -> Any:
+    """JSON bytes -> value, refusing what parsers may read differently: duplicate keys (orjson
+    keeps the last, some parsers the first, some refuse them) and nesting deeper than
+    :data:`MAX_DEPTH`.
+
+    >>> loads(b'{"user_id": "u1", "user_id": "u2"}')
+    Traceback (most recent call last):
+    ...
+    streamrec.records.events.InvalidEvent: duplicate key: 'user_id'
+    """
+    raw = bytes(raw) if isinstance(raw, memoryview) else raw
+    if not isinstance(raw, (bytes, bytearray)):
         raise InvalidEvent(f"wrong type: message value must be bytes, got {type(raw).__name__}")
     try:
-        d = orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise InvalidEvent(f"too deeply nested: more than {MAX_DEPTH} levels") from None
         raise InvalidEvent(f"malformed JSON: {exc}") from None
-    return from_dict(d, expected_type)
+    # Each level opens a bracket: with few brackets in all, no need to walk the value.
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        _check_depth(value)
+    # Outside strings, a colon only separates a key from its value, so the raw colons are the
+    # keys read plus the colons inside strings. orjson writes the parsed value back with no
+    # colon escaped: fewer colons there means a key was read twice and one dropped. Exact,
+    # unless an escape (\u003a) spells a colon: then the slow check decides.
+    if raw.count(b":") != orjson.dumps(value).count(b":") or (
+            b"\\u003" in raw and (b"\\u003a" in raw or b"\\u003A" in raw)):
+        _refuse_duplicate_keys(raw)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """:class:`InvalidEvent` if ``value`` nests deeper than :data:`MAX_DEPTH`."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise InvalidEvent(f"too deeply nested: more than {MAX_DEPTH} levels")
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """The slow, exact check (the standard parser sees every key); only runs on messages
+    whose colons do not add up, or that escape a colon."""
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        seen: set[str] = set()
+        for k, _ in items:
+            if k in seen:
+                raise InvalidEvent(f"duplicate key: {k[:40]!r}")
+            seen.add(k)
+        return {}
+    # orjson accepted the bytes (valid UTF-8, strict JSON, nested no deeper than MAX_DEPTH,
+    # no number beyond a double), so the standard parser reads them too; if it ever did not,
+    # the message is still refused with a reason.
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except InvalidEvent:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"malformed JSON: {exc}"[:300]) from None
 
 
 def to_dict(ev: Event) -> dict[str, Any]:

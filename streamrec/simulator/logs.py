@@ -7,9 +7,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-import orjson
-
-from streamrec.records.events import Event, InvalidEvent, encode, from_dict
+from streamrec.records.events import Event, InvalidEvent, encode, from_dict, loads
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +30,8 @@ def _checked(dicts: Iterable[tuple[int, object]], source: str, strict: bool) -> 
     bad = 0
     for line_no, d in dicts:
         try:
+            if isinstance(d, InvalidEvent):
+                raise d
             yield from_dict(d)
         except InvalidEvent as exc:
             if strict:
@@ -51,9 +51,9 @@ def read_jsonl(path: str | Path, strict: bool = False) -> Iterator[Event]:
             for n, line in enumerate(f, start=1):
                 if line.strip():
                     try:
-                        yield n, orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        yield n, f"malformed JSON: {exc}"
+                        yield n, loads(line)
+                    except InvalidEvent as exc:  # malformed JSON, a duplicate key...
+                        yield n, exc
     return _checked(lines(), str(path), strict)
 
 
