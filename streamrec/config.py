@@ -64,3 +64,12 @@ class Settings:
     #: A file holding that key instead (e.g. a mounted secret). With neither, a key generated
     #: once in ``snapshot_dir``, which serves the processes that share that folder.
     snapshot_key_file: str = field(default_factory=lambda: _env("SNAPSHOT_KEY_FILE", ""))
+    #: This worker's stable name in its consumer group (Kafka static membership): a worker
+    #: restarted under the same name takes its partitions back at once, without waiting for
+    #: the group to give up on its old self. Unique per worker of a group (a pod name, or
+    #: ``host-1``, ``host-2``); empty: dynamic membership.
+    instance_id: str = field(default_factory=lambda: _env("INSTANCE_ID", ""))
+    #: How long the group waits for a silent worker before giving its partitions away, and
+    #: how often a worker says it is alive (a third of the timeout, as Kafka advises).
+    session_timeout_s: float = field(default_factory=lambda: float(
+        _env("SESSION_TIMEOUT_S", "10")))

@@ -50,12 +50,13 @@ class Process:
 
 def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeline",
                  app_id: str = "streamrec", extra_env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> Process:
+                 cwd: Path | None = None, log_name: str | None = None) -> Process:
     env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
            "STREAMREC_PARTITIONS": str(partitions), "STREAMREC_APP_ID": app_id,
            "STREAMREC_DATA_DIR": str(rt.run_dir), **(extra_env or {})}
     return Process([sys.executable, "-m", "streamrec.cli", "worker", "--engine", engine,
-                    "--loglevel", "info"], env, rt.run_dir / f"worker-{app_id}.log", cwd)
+                    "--loglevel", "info"], env,
+                   rt.run_dir / (log_name or f"worker-{app_id}.log"), cwd)
 
 
 async def wait_for_worker(redis_url: str, proc: Process, app_id: str = "streamrec",

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.engine.shared_state import read_stats
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records.topics import ensure_topics
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
+from streamrec.streams.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +76,14 @@ def test_restarted_worker_carries_on_without_loss_or_double_counting(tmp_path: P
         assert delivered > len(interactions), "no interaction was delivered twice"
         assert n_users == len({e.user_id for e in interactions})
         assert pop_total > 0
+
+
+def test_a_worker_joins_its_group_under_its_instance_id(tmp_path: Path):
+    settings = Settings(kafka="127.0.0.1:9", redis="redis://127.0.0.1:9", data_dir=str(tmp_path),
+                        instance_id="worker-2", session_timeout_s=9.0)
+    conf = create_app(settings).conf
+    assert conf.consumer_group_instance_id == "worker-2"
+    assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (9.0, 3.0)
+    dynamic = create_app(Settings(kafka="127.0.0.1:9", redis="redis://127.0.0.1:9",
+                                  data_dir=str(tmp_path / "b"))).conf
+    assert dynamic.consumer_group_instance_id is None

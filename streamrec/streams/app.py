@@ -58,6 +58,9 @@ def create_app(settings: Settings) -> App:
         producer_linger_ms=5,
         # Dead letters carry the rejected message intact (records/dead_letter.py).
         producer_max_request_size=dead_letter.MAX_MESSAGE_BYTES,
+        consumer_group_instance_id=settings.instance_id or None,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 3,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         # Records merged by timestamp across partitions and topics, not round-robin: a
