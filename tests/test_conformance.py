@@ -82,6 +82,15 @@ def test_a_check_fails_a_model_that_breaks_the_contract():
     with pytest.raises(AssertionError, match="an item twice"):
         checks.check_lists_are_well_formed(lambda seed: Repeats())
 
+    class Remembers(CoVisitation):
+        """Keeps a user's recent items after being told to forget them."""
+
+        def forget_user(self, user):
+            pass
+
+    with pytest.raises(AssertionError, match="still known after forget_user"):
+        checks.check_a_forgotten_user_is_a_new_user(lambda seed: Remembers())
+
 
 @pytest.mark.integration
 async def test_the_blend_written_to_redis_and_read_back_gives_the_same_lists(redis_client):

@@ -396,8 +396,7 @@ class PassthroughEngine(Engine):
         b = self.blend
         user, item, ts, clicked = ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click)
         j = b.catalog.add(item, ts)
-        b.mark_seen(user, j)
-        b.activity[user] = b.activity.get(user, 0) + 1
+        b.record_interaction(user, j, clicked)
         for name in ("popularity", "covisitation"):  # O(1) and a few pairs: bookkeeping
             b.sources[name].learn_one(user, item, ts, clicked)
         b.item_counts.learn_one(user, item, ts, clicked)

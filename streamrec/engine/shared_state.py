@@ -18,8 +18,11 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:items              hash item -> JSON metadata (uploads)
     {p}:items:ts           zset item -> first-seen time
     {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
-    {p}:user:{user}        JSON user state (recent and seen items, activity, latent vector,
-                           content and tag profiles)
+    {p}:user:{user}        JSON user state (recent items, activity, latent vector, content
+                           and tag profiles), expiring after ``user_ttl_s`` without events
+    {p}:seen:{user}        zset item -> order: what the user viewed or clicked (the latest
+                           ``max_seen`` at least), appended to, never rewritten; same expiry
+    {p}:clicked:{user}     set of the items among those the user clicked; same expiry
     {p}:offsets            hash "topic:partition" -> last applied offset
     {p}:ranker             JSON ranker state (weights and scaler statistics)
     {p}:stats              hash of counters (events, recommendations, dead letters)
@@ -31,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Iterable
 
 import numpy as np
@@ -43,8 +46,63 @@ from streamrec.models.blend import Blend
 from streamrec.models.popularity import EPOCH_HALF_LIVES
 from streamrec.records.errors import WorkerMustStop
 
-#: Most recent seen items kept per user (older ones may be recommended again).
-MAX_SEEN = 2000
+#: Users whose state a worker keeps in memory by default; the least recently active beyond
+#: it are dropped and reloaded from Redis when they return (~4 KB each in the model process).
+MAX_USERS = 100_000
+#: How long a user's state stays in Redis after their last event by default (30 days).
+USER_TTL_S = 30 * 86400.0
+
+#: Writes the state of a batch's users in one round trip: the small JSON part whole, what they
+#: saw and clicked as a delta, so a user with a long history costs the same as a new one.
+#: ARGV: prefix, max seen, TTL in seconds (0: none), JSON [[user, [seen...], [clicked...]], ...],
+#: then one JSON state per user. Seen items keep their first order (ZADD NX), so a resend after
+#: a failed write changes nothing; past twice ``max seen`` the oldest are dropped with their
+#: clicks.
+WRITE_USERS = """
+local p, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for n, d in ipairs(cjson.decode(ARGV[4])) do
+  local user, seen, clicked = d[1], d[2], d[3]
+  local key, zkey, ckey = p .. ":user:" .. user, p .. ":seen:" .. user, p .. ":clicked:" .. user
+  if ttl > 0 then
+    redis.call("SET", key, ARGV[4 + n], "EX", ttl)
+  else
+    redis.call("SET", key, ARGV[4 + n])
+  end
+  if #clicked > 0 then redis.call("SADD", ckey, unpack(clicked)) end
+  if #seen > 0 then
+    local last = redis.call("ZRANGE", zkey, -1, -1, "WITHSCORES")
+    local order = last[2] and tonumber(last[2]) or 0
+    for i, item in ipairs(seen) do
+      redis.call("ZADD", zkey, "NX", order + i, item)
+    end
+    if redis.call("ZCARD", zkey) > 2 * cap then
+      local old = redis.call("ZRANGE", zkey, 0, -(cap + 1))
+      for i = 1, #old, 5000 do
+        redis.call("SREM", ckey, unpack(old, i, math.min(i + 4999, #old)))
+      end
+      redis.call("ZREMRANGEBYRANK", zkey, 0, -(cap + 1))
+    end
+  end
+  if ttl > 0 then
+    redis.call("EXPIRE", zkey, ttl)
+    redis.call("EXPIRE", ckey, ttl)
+  end
+end
+return 1
+"""
+
+#: Reads users' states: for each user in ARGV[2..], {JSON state or false, seen items oldest
+#: first, clicked items}.
+READ_USERS = """
+local p, out = ARGV[1], {}
+for i = 2, #ARGV do
+  local u = ARGV[i]
+  out[i - 1] = {redis.call("GET", p .. ":user:" .. u),
+                redis.call("ZRANGE", p .. ":seen:" .. u, 0, -1),
+                redis.call("SMEMBERS", p .. ":clicked:" .. u)}
+end
+return out
+"""
 
 #: Applies a batch of increments server-side in one round trip: one ZINCRBY/HINCRBYFLOAT per
 #: pair costs ~10 us of client time in redis-py, which made write-back the bottleneck (20
@@ -103,7 +161,8 @@ class SharedState:
 
     def __init__(self, redis: aioredis.Redis, blend: Blend, prefix: str = "streamrec",
                  refresh_s: float = 5.0, neighbour_refresh_s: float = 60.0,
-                 worker: str = "worker", content_version: str | None = None) -> None:
+                 worker: str = "worker", content_version: str | None = None,
+                 max_users: int = MAX_USERS, user_ttl_s: float = USER_TTL_S) -> None:
         self.r = redis
         self.worker = worker
         self.neighbour_refresh_s = neighbour_refresh_s
@@ -120,11 +179,17 @@ class SharedState:
             if self.content is not None and content_version else None
         self.counts = blend.item_counts
         # The models now keep what changed, which each write-back takes from them.
-        for model in (self.pop, self.co, self.mf, self.counts):
+        for model in (self.pop, self.co, self.mf, self.counts, blend):
             if model is not None:
                 model.record_changes()
-        self.loaded_users: set[str] = set()
+        #: Users held in memory, least recently active first; at most ``max_users`` of them
+        #: once a batch has started (users whose state is not yet in Redis are never dropped).
+        self.loaded_users: OrderedDict[str, None] = OrderedDict()
+        self.max_users = max_users
+        self.user_ttl_s = user_ttl_s
         self.touched_users: set[str] = set()
+        #: Users of the write-back in flight: kept in memory until it has landed or failed.
+        self._writing: set[str] = set()
         #: Applied offset of each partition ("topic:partition") as far as this worker knows:
         #: read from Redis once per assignment, then advanced by its own write-backs.
         self._applied: dict[str, int] = {}
@@ -169,17 +234,35 @@ class SharedState:
     def forget_owned_state(self) -> None:
         """After a rebalance: drop the local user copies and applied offsets, which another
         worker may have moved on while this one did not own their partitions."""
+        for user in self.loaded_users:
+            if not self._unsaved(user):
+                self.blend.forget_user(user)
         self.loaded_users.clear()
         self._applied_read.clear()
+
+    def _unsaved(self, user: str) -> bool:
+        """Whether ``user`` has changes not yet known to be in Redis."""
+        return (user in self.touched_users or user in self._writing
+                or user in (self.blend.journal or ()))
+
+    def _keep_users(self, users: set[str]) -> None:
+        """Mark the batch's ``users`` as just active, and drop the least recently active
+        users beyond ``max_users`` from memory (their state is in Redis, read again when they
+        return); never the batch's own."""
+        held = self.loaded_users
+        for u in users:
+            held.move_to_end(u)
+        excess = min(len(held) - self.max_users, len(held) - len(users))
+        if excess <= 0:
+            return
+        for user in [u for u, _ in zip(held, range(excess)) if not self._unsaved(u)]:
+            del held[user]
+            self.blend.forget_user(user)
 
     def _user_state(self, user: str) -> bytes:
         b, ids = self.blend, self.blend.catalog.ids
         recent = self.co.recent.get(user, ()) if self.co is not None else ()
-        seen = b.seen_items(user)[-MAX_SEEN:].tolist()
-        clicked = b.clicked.get(user, ())
         state = {
-            "seen": [ids[j] for j in seen],
-            "clicked": [ids[j] for j in seen if j in clicked],
             "recent": [ids[j] for j in recent],
             "n": b.activity.get(user, 0),
         }
@@ -198,15 +281,36 @@ class SharedState:
             state["g"], state["gt"] = {names[t]: w for t, w in weights.items()}, ts
         return orjson.dumps(state)
 
-    def _apply_user(self, user: str, raw: bytes | None) -> None:
-        if raw is None:
+    def _user_changes(self, users: set[str], journal: dict[str, list[tuple[int, bool]]]
+                      ) -> tuple[list, list[bytes]]:
+        """What WRITE_USERS takes for ``users`` and those in the blend's ``journal``: their new
+        seen and clicked items, and their JSON states."""
+        ids = self.blend.catalog.ids
+        deltas, states = [], []
+        for u in users | journal.keys():
+            changes = journal.get(u, ())
+            deltas.append([u, [ids[j] for j, _ in changes],
+                           list({ids[j] for j, clicked in changes if clicked})])
+            states.append(self._user_state(u))
+        return deltas, states
+
+    def _apply_user(self, user: str, raw: bytes | None, seen: list[bytes],
+                    clicked: list[bytes]) -> None:
+        if raw is None and not seen:
             return
-        d = orjson.loads(raw)
+        d = orjson.loads(raw) if raw is not None else {}
         b, cat = self.blend, self.blend.catalog
         b.forget_seen(user)
-        for i in d.get("seen", ()):
-            b.mark_seen(user, cat.add(i, 0.0))
-        b.clicked[user] = {cat.add(i, 0.0) for i in d.get("clicked", ())}
+        if "seen" in d:  # a state written whole, before seen items had a key of their own
+            seen, clicked = d["seen"], d.get("clicked", ())
+            if b.journal is not None:  # moved there by the next write-back
+                done = set(clicked)
+                b.journal.setdefault(user, []).extend(
+                    (cat.add(i, 0.0), i in done) for i in seen)
+        for i in seen:
+            b.mark_seen(user, cat.add(i.decode() if isinstance(i, bytes) else i, 0.0))
+        b.clicked[user] = {cat.add(i.decode() if isinstance(i, bytes) else i, 0.0)
+                           for i in clicked}
         b.activity[user] = int(d.get("n", 0))
         if self.co is not None:
             self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),
@@ -237,7 +341,8 @@ class SharedState:
         ``partitions`` ("topic:partition"). At most one round trip, none once this worker holds
         all of it: in steady state a batch goes straight to learning (the read waited for Redis
         1-8 ms at 1,000 events/s on 2 busy cores)."""
-        missing = [u for u in set(users) if u not in self.loaded_users]
+        users = set(users)
+        missing = [u for u in users if u not in self.loaded_users]
         parts = list(partitions)
         unread = [p for p in parts if p not in self._applied_read]
         stale = self._stale_neighbour_lists(users)
@@ -245,7 +350,7 @@ class SharedState:
         with_epoch = self.co is not None and bool(missing or stale)
         pipe = self.r.pipeline(transaction=False)
         if missing:
-            pipe.mget([f"{self.p}:user:{u}" for u in missing])
+            pipe.eval(READ_USERS, 0, self.p, *missing)
         for j in stale:
             pipe.zrevrange(f"{self.p}:co:{self.blend.catalog.ids[j]}", 0,
                            self.co.max_neighbours - 1, withscores=True)
@@ -255,9 +360,10 @@ class SharedState:
             pipe.get(f"{self.p}:co-epoch")
         res = await pipe.execute() if (missing or stale or unread or with_epoch) else []
         if missing:
-            for u, raw in zip(missing, res.pop(0)):
-                self._apply_user(u, raw)
-                self.loaded_users.add(u)
+            for u, (raw, seen, clicked) in zip(missing, res.pop(0)):
+                self._apply_user(u, raw, seen, clicked)
+                self.loaded_users[u] = None
+        self._keep_users(users)
         co_epoch = res[-1] if with_epoch else None
         self._apply_neighbour_lists(stale, res, co_epoch)
         # Users just reloaded (after a restart or rebalance) bring recent items of their own.
@@ -362,11 +468,15 @@ class SharedState:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
                 i: Q[cat.index[i]].astype(np.float32).tobytes() for i in vectors})
-        users, self.touched_users = self.touched_users, set()
+        journal = self.blend.take_changes()
+        deltas, states = self._user_changes(self.touched_users, journal)
+        users, self.touched_users = {d[0] for d in deltas}, set()
         if users:
-            # One MSET rather than a SET per user: redis-py packs and parses each command in
-            # Python, which cost more than Redis storing them.
-            pipe.mset({f"{self.p}:user:{u}": self._user_state(u) for u in users})
+            # One script call rather than commands per user: redis-py packs and parses each
+            # command in Python, which cost more than Redis storing them.
+            pipe.eval(WRITE_USERS, 0, self.p, self.blend.max_seen, int(self.user_ttl_s),
+                      orjson.dumps(deltas), *states)
+            self._writing |= users
         if offsets:
             pipe.hset(f"{self.p}:offsets", mapping=offsets)
         counters = {name: n for name, n in stats.items() if n}
@@ -376,10 +486,11 @@ class SharedState:
             in_doubt.append((groups_json, offsets))
         # In the transaction, so a state gone between two batches is noticed by the next one.
         pipe.get(self._marker_key)
-        return self._execute(pipe, in_doubt, vectors, users, offsets, counters)
+        return self._execute(pipe, in_doubt, vectors, users, journal, offsets, counters)
 
     async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
-                       offsets: dict[str, int], counters: dict[str, int]) -> list:
+                       journal: dict[str, list[tuple[int, bool]]], offsets: dict[str, int],
+                       counters: dict[str, int]) -> list:
         try:
             results = await pipe.execute()
         except BaseException:
@@ -392,9 +503,14 @@ class SharedState:
             if self.mf is not None:
                 self.mf.mark_changed(vectors)
             self.touched_users |= users
+            later = self.blend.journal
+            for u, changes in journal.items():  # before what users did since
+                later[u] = changes + later.get(u, [])
             for part, off in offsets.items():
                 self._unwritten_offsets[part] = max(off, self._unwritten_offsets.get(part, -1))
             raise
+        finally:
+            self._writing -= users
         self._check_marker(results[-1])
         return results
 

@@ -117,6 +117,11 @@ class CandidateSource:
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         raise NotImplementedError
 
+    def forget_user(self, user: str) -> None:
+        """Drop everything held about ``user``, who is then scored as a user never seen (a
+        worker evicts idle users this way and reloads them from Redis when they return).
+        Sources without per-user state keep this no-op."""
+
     def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None,
                  tags: Sequence[str] = ()) -> None:
         """An uploaded item, in the catalogue from ``ts`` on, with its content ``embedding``

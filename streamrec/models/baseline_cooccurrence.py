@@ -41,6 +41,9 @@ class CoOccurrenceBaseline(CandidateSource):
         self.popularity = DecayedPopularity(self.catalog, half_life_s=half_life_s)
         self.popularity_weight = popularity_weight
 
+    def forget_user(self, user: str) -> None:
+        self.recent.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         self.popularity.learn_one(user, item, ts, clicked)
         if not clicked:

@@ -45,6 +45,9 @@ class TagCountBaseline(CandidateSource):
                  tags: Sequence[str] = ()) -> None:
         self.profile.add_item(item, ts, tags=tags)
 
+    def forget_user(self, user: str) -> None:
+        self.profile.forget_user(user)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         if clicked:
             self.profile.learn_one(user, item, ts)

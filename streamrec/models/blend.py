@@ -7,7 +7,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from streamrec.models.base import CandidateSource, Recommendation, head_by_score, smallest_per_row
+from streamrec.models.base import (
+    CandidateSource,
+    Recommendation,
+    RecordsChanges,
+    head_by_score,
+    smallest_per_row,
+)
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
 from streamrec.models.covisitation import CoVisitation
@@ -73,7 +79,7 @@ RANK_COLUMNS = {"popularity": 0, "covisitation": 1, "isgd": 2, "fresh": 3, "cont
                 "student": 13, "tags": 20, "trending": 23}
 
 
-class Blend:
+class Blend(RecordsChanges):
     """Union of each source's top candidates, ordered by an :class:`OnlineRanker`.
 
     The ranker learns pairs from impressions, the candidates of the list last computed for the
@@ -83,7 +89,9 @@ class Blend:
     clicks on items that were not among the candidates are skipped, since the ranker cannot
     reorder what it never sees; a view not followed by a click on the same item within
     ``label_window_s`` is a negative, ranked below the user's latest click (with weight
-    ``view_negative_weight``). Items the user has viewed or clicked are never recommended again.
+    ``view_negative_weight``). Items the user has viewed or clicked are never recommended again
+    (the latest ``max_seen`` of them at least: older ones are forgotten in bulk, so a user's
+    state stays bounded).
 
     Sources marked ``proposes_cold`` (content) also propose their best ``cold_per_source``
     items among those nobody has clicked yet, so items too new to have a behavioural signal
@@ -115,7 +123,7 @@ class Blend:
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
                  max_offers: int = 20_000, cold_per_source: int = 5, new_item_slots: int = 6,
-                 new_pool: int = 40, seed: int = 0) -> None:
+                 new_pool: int = 40, max_seen: int = 2000, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), Trending(self.catalog),
@@ -147,6 +155,7 @@ class Blend:
         self._last_positive: dict[str, np.ndarray] = {}
         self._offered: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.max_offers = max_offers
+        self.max_seen = max_seen
         self._rng = np.random.default_rng(seed)
         self.item_counts = ItemCounts(self.catalog)
         self.cold_per_source = cold_per_source
@@ -315,13 +324,32 @@ class Blend:
             self._pending_order.append((ts, user, j))
         for s in self.sources.values():
             s.learn_one(user, item, ts, clicked)
+        self.record_interaction(user, j, clicked)
+        self.item_counts.learn_one(user, item, ts, clicked)
+        if self.new_slots is not None:
+            self.new_slots.observe(user, j, clicked)
+
+    def record_interaction(self, user: str, j: int, clicked: bool) -> None:
+        """Book ``user``'s view or click of item ``j``: seen (never recommended again), clicked,
+        one more event of activity, and in the journal a write-back takes
+        (:meth:`take_changes`)."""
         self.mark_seen(user, j)
         if clicked:
             self.clicked.setdefault(user, set()).add(j)
         self.activity[user] = self.activity.get(user, 0) + 1
-        self.item_counts.learn_one(user, item, ts, clicked)
+        if self.journal is not None:
+            self.journal.setdefault(user, []).append((j, clicked))
+
+    def forget_user(self, user: str) -> None:
+        """Drop everything held about ``user`` here and in every source: they are then served
+        as a user never seen, until their state is loaded again."""
+        for held in (self.seen, self._seen_idx, self.clicked, self.activity,
+                     self._last_positive, self._offered):
+            held.pop(user, None)
+        for s in self.sources.values():
+            s.forget_user(user)
         if self.new_slots is not None:
-            self.new_slots.observe(user, j, clicked)
+            self.new_slots.forget_user(user)
 
     def forget_seen(self, user: str) -> None:
         """Drop what ``user`` has seen here (before their state is loaded from elsewhere)."""
@@ -336,7 +364,13 @@ class Blend:
             return
         seen.add(j)
         n, arr = self._seen_idx.get(user, (0, np.empty(8, dtype=np.int64)))
-        if n == len(arr):
+        if n == 2 * self.max_seen:  # keep the latest max_seen: trimming in bulk stays O(1)
+            dropped = arr[: n - self.max_seen].tolist()
+            seen.difference_update(dropped)
+            self.clicked.get(user, set()).difference_update(dropped)
+            arr[: self.max_seen] = arr[n - self.max_seen: n]
+            n = self.max_seen
+        elif n == len(arr):
             arr = np.concatenate([arr, np.empty(n, dtype=np.int64)])
         arr[n] = j
         self._seen_idx[user] = (n + 1, arr)

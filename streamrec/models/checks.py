@@ -108,6 +108,20 @@ def check_deterministic_under_a_seed(make: Factory) -> None:
         assert a.recommend(user, 10, (), NOW) == b.recommend(user, 10, (), NOW), user
 
 
+def check_a_forgotten_user_is_a_new_user(make: Factory) -> None:
+    """After ``forget_user`` (a worker dropping an idle user from memory), the user gets the
+    list a user never seen gets, and nobody else's list changes."""
+    model = make(0)
+    history = feed(model)
+    gone, *others = sorted(history)
+    before = {u: model.recommend(u, 10, (), NOW) for u in others}
+    model.forget_user(gone)
+    model.forget_user("somebody-never-seen")
+    assert model.recommend(gone, 10, (), NOW) == model.recommend("a-new-user", 10, (), NOW), \
+        f"{gone} is still known after forget_user"
+    assert {u: model.recommend(u, 10, (), NOW) for u in others} == before
+
+
 def check_docstring_example(make: Factory) -> None:
     """The model's class documents itself with an example (run by the doctests)."""
     cls = type(make(0))
@@ -118,7 +132,7 @@ def check_docstring_example(make: Factory) -> None:
 
 CHECKS = [check_unseen_users_and_items, check_lists_are_well_formed,
           check_excluded_items_are_never_proposed, check_deterministic_under_a_seed,
-          check_docstring_example]
+          check_a_forgotten_user_is_a_new_user, check_docstring_example]
 
 
 def check_model(make: Factory) -> None:

@@ -89,6 +89,10 @@ class ContentSource(CandidateSource):
         j = self.catalog.index.get(item)
         return j is not None and j in self.index
 
+    def forget_user(self, user: str) -> None:
+        self.profiles.pop(user, None)
+        self.imageless.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         w = 1.0 if clicked else self.view_weight

@@ -75,6 +75,9 @@ class CoVisitation(RecordsChanges, CandidateSource):
             self.epoch = epoch
         return 2.0 ** ((ts - self.epoch) / self.half_life_s)
 
+    def forget_user(self, user: str) -> None:
+        self.recent.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         i = self.catalog.add(item, ts)
         scale = self.rescale(ts) * (1.0 if clicked else self.view_weight)

@@ -88,6 +88,9 @@ class ISGD(RecordsChanges, CandidateSource):
         if self.journal is not None:
             self.journal |= items
 
+    def forget_user(self, user: str) -> None:
+        self.user_factors.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if j >= self._initialised:  # checked here: a call per event cost 1 us

@@ -63,6 +63,10 @@ class NewItemSlots:
         n = min(self.size, len(picks), len(top))
         return top[: len(top) - n] + picks[:n] if n else top
 
+    def forget_user(self, user: str) -> None:
+        """Drop the roles of ``user``'s latest list (an idle user evicted from memory)."""
+        self._roles.pop(user, None)
+
     def observe(self, user: str, item: int, clicked: bool) -> None:
         """A view or click of ``item`` by ``user``, before the next list is chosen."""
         role = self._viewed.pop((user, item), None) if clicked else None

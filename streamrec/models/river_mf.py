@@ -58,6 +58,10 @@ class RiverBiasedMF(CandidateSource):
                 self._mirror(j)
             self._mirrored = n
 
+    def forget_user(self, user: str) -> None:
+        for weights in (self.model.u_biases, self.model.u_latents):
+            weights.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         self.model.learn_one(user, item, 1.0 if clicked else 0.0)

@@ -112,6 +112,9 @@ class StudentSource(CandidateSource):
             self._stale.clear()
         return self._vectors, self._bias
 
+    def forget_user(self, user: str) -> None:
+        self._own.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if self._history_of is None:

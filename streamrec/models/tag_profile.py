@@ -59,6 +59,9 @@ class TagProfile(CandidateSource):
         self.profiles[user] = (weights, max(ts, t0))
         return weights
 
+    def forget_user(self, user: str) -> None:
+        self.profiles.pop(user, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         ids = self.tags.of_item.get(j)
