@@ -73,3 +73,12 @@ class Settings:
     #: how often a worker says it is alive (a third of the timeout, as Kafka advises).
     session_timeout_s: float = field(default_factory=lambda: float(
         _env("SESSION_TIMEOUT_S", "10")))
+    #: Users whose state a worker keeps in memory; the least recently active beyond it are
+    #: dropped and read back from Redis when they return.
+    max_users: int = field(default_factory=lambda: int(_env("MAX_USERS", "100000")))
+    #: Seconds a user's state stays in Redis after their last event (0: forever).
+    user_ttl_s: float = field(default_factory=lambda: float(_env("USER_TTL_S", "2592000")))
+    #: Items first met in a view or click rather than an upload that a worker takes in; views
+    #: and clicks of further ones are dead-lettered (``unknown item``). 0: only uploaded items.
+    max_unknown_items: int = field(default_factory=lambda: int(
+        _env("MAX_UNKNOWN_ITEMS", "100000")))

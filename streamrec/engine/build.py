@@ -29,7 +29,8 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     blend = Blend()
     content = EncoderProcess(settings.image_root) if settings.content else None
     state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
-                        worker=worker, content_version=content and content.version)
+                        worker=worker, content_version=content and content.version,
+                        max_users=settings.max_users, user_ttl_s=settings.user_ttl_s)
     cls = {"pipeline": Engine, "passthrough": PassthroughEngine}.get(settings.engine)
     if cls is None:
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
@@ -42,4 +43,5 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
                               key=configured_key(settings))
         students = StudentLoader(store, student, blend.sources.get("content"))
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
-               students=students, on_offset_reset=settings.on_offset_reset)
+               students=students, on_offset_reset=settings.on_offset_reset,
+               max_unknown_items=settings.max_unknown_items)

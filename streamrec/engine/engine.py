@@ -98,6 +98,10 @@ def decode_one(msg: Incoming, expected: str | None = None) -> Event | InvalidEve
 #: one spare). Fewer only costs the overlap, not correctness.
 SEND_TURNS = 3
 
+#: Items first met in a view or click (never uploaded) a worker takes into its catalogue by
+#: default; views and clicks of further ones are dead-lettered.
+MAX_UNKNOWN_ITEMS = 100_000
+
 
 class Engine:
     """Applies batches of interactions, uploads and requests to a :class:`Blend`."""
@@ -106,11 +110,13 @@ class Engine:
                  worker: str = "worker", dedupe_window: int = 200_000,
                  content: EncoderProcess | None = None,
                  students: StudentLoader | None = None,
-                 on_offset_reset: str = "relearn") -> None:
+                 on_offset_reset: str = "relearn",
+                 max_unknown_items: int = MAX_UNKNOWN_ITEMS) -> None:
         if on_offset_reset not in OFFSET_RESET_POLICIES:
             raise ValueError(f"unknown offset reset policy {on_offset_reset!r}: "
                              f"{' or '.join(OFFSET_RESET_POLICIES)}")
         self.on_offset_reset = on_offset_reset
+        self.max_unknown_items = max_unknown_items
         #: The first offset of the last batch this worker took from each partition since it
         #: was assigned (a batch run again, or one message at a time, never goes below it).
         self._batch_starts: dict[str, int] = {}
@@ -255,6 +261,29 @@ class Engine:
             self.model_version["student"] = self.students.version
             metrics.STUDENT_SWAPS.inc()
 
+    def _admit_items(self, events: list[tuple[Incoming, Event]], out: Outgoing
+                     ) -> list[tuple[Incoming, Event]]:
+        """The events whose item the catalogue holds or may take: items never uploaded enter
+        it up to ``max_unknown_items``, so a stream of made-up item ids cannot grow memory
+        without bound; views and clicks of further ones are dead-lettered."""
+        cat = self.blend.catalog
+        room = self.max_unknown_items - cat.never_uploaded
+        if room >= len(events):  # no batch this size can fill it
+            return events
+        admitted: set[str] = set()
+        kept = []
+        for msg, ev in events:
+            if ev.item_id in cat or ev.item_id in admitted:
+                kept.append((msg, ev))
+            elif len(admitted) < room:
+                admitted.add(ev.item_id)
+                kept.append((msg, ev))
+            else:
+                reject(msg, f"unknown item: {ev.item_id} was never uploaded, and this worker "
+                            f"already holds {self.max_unknown_items} such items "
+                            f"(STREAMREC_MAX_UNKNOWN_ITEMS)", out)
+        return kept
+
     def learn(self, ev: View | Click) -> None:
         self.blend.learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
 
@@ -264,7 +293,7 @@ class Engine:
         """Validate, learn (once per event, even across replays), publish a list per user."""
         out = Outgoing([], [], {})
         self._swap_student()
-        events = decode_batch(batch, out)
+        events = self._admit_items(decode_batch(batch, out), out)
         if not events:
             await self.state.after_batch({}, out.stats)
             return out

@@ -408,7 +408,7 @@ class Blend(RecordsChanges):
         """Register a new item (an upload) so the freshness source can propose it at once, the
         sources that read content (content, student) too when its ``embedding`` is given, and
         the tag source when it carries ``tags``."""
-        self.catalog.add(item, ts)
+        self.catalog.mark_uploaded(self.catalog.add(item, ts))
         for s in self.sources.values():
             s.add_item(item, ts, embedding, tags)
 

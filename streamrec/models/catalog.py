@@ -16,12 +16,16 @@ class Catalog:
     (0, 1, 0)
     >>> len(c), c.ids[1], c.first_seen[:2].tolist()
     (2, 'b', [10.0, 12.0])
+    >>> c.mark_uploaded(c.add("b", ts=12.0)); c.never_uploaded
+    1
     """
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self._first_seen = np.zeros(1024, dtype=np.float64)
+        self._uploaded = np.zeros(1024, dtype=bool)
+        self._n_uploaded = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -39,8 +43,20 @@ class Catalog:
         self.index[item_id] = j
         if j >= len(self._first_seen):
             self._first_seen = np.concatenate([self._first_seen, np.zeros_like(self._first_seen)])
+            self._uploaded = np.concatenate([self._uploaded, np.zeros_like(self._uploaded)])
         self._first_seen[j] = ts
         return j
+
+    def mark_uploaded(self, j: int) -> None:
+        """Item ``j`` came as an upload (items first met in a view or click did not)."""
+        if not self._uploaded[j]:
+            self._uploaded[j] = True
+            self._n_uploaded += 1
+
+    @property
+    def never_uploaded(self) -> int:
+        """How many items entered through views and clicks alone (a worker caps them)."""
+        return len(self.ids) - self._n_uploaded
 
     @property
     def first_seen(self) -> np.ndarray:

@@ -1,16 +1,17 @@
-"""Users' state in a real redis-server and in the worker's memory: written as a delta, expiring
-when idle, bounded in memory, and the same after a user has been dropped and read back."""
+"""Floods of new ids against a real redis-server: users' state is written as a delta, expires
+when idle, is bounded in the worker's memory and the same after a user has been dropped and read
+back; items never uploaded are bounded too."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
+from test_shared_state import learn
 
 from streamrec.engine.shared_state import SharedState
 from streamrec.models.blend import Blend
 
 from conftest import uid
-from test_shared_state import learn
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +143,31 @@ async def test_a_state_written_whole_before_is_read_and_moved_to_the_seen_keys(r
     assert await redis_client.zrange(f"{prefix}:seen:ann", 0, -1) == [b"tea", b"jam"]
     assert await redis_client.smembers(f"{prefix}:clicked:ann") == {b"jam"}
     assert b"seen" not in await redis_client.get(f"{prefix}:user:ann")
+
+
+async def test_items_never_uploaded_are_capped_and_the_rest_dead_lettered(redis_client, tmp_path):
+    import time
+
+    from streamrec.config import Settings
+    from streamrec.engine.build import build_engine
+    from streamrec.engine.engine import Incoming
+    from streamrec.records.events import View, encode
+
+    prefix = uid("unknown")
+    eng = build_engine(Settings(redis="unused", app_id=prefix, content=False,
+                                snapshot_dir=str(tmp_path), max_unknown_items=3),
+                       redis_client, "test")
+    now = time.time()
+    eng.blend.add_item("uploaded", now)
+    items = ["uploaded", "a", "b", "a", "c", "d", "e", "uploaded", "b"]
+    batch = [Incoming(encode(View(f"e{n}", f"u{n}", item, now + n)), "views", 0, n, now)
+             for n, item in enumerate(items)]
+    out = await eng.interactions(batch)
+    assert out.stats["learned"] == 7 and out.stats["dead_letter"] == 2
+    reasons = [dict(h)["streamrec.reason"].decode() for _, h in out.dead_letters]
+    assert all(r.startswith("unknown item: ") for r in reasons)
+    assert [r.split()[2] for r in reasons] == ["d", "e"]
+    assert eng.blend.catalog.never_uploaded == 3
+    # Every valid event's user still gets a list, the refused ones' users too are untouched.
+    assert {k.decode() for k, _ in out.recommendations} == \
+        {f"u{n}" for n, item in enumerate(items) if item not in ("d", "e")}
