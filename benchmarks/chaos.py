@@ -48,7 +48,8 @@ from aiokafka import AIOKafkaConsumer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
-from streamrec.engine.shared_state import MAX_SEEN, read_stats  # noqa: E402
+from streamrec.engine.shared_state import read_stats  # noqa: E402
+from streamrec.models.blend import MAX_SEEN  # noqa: E402
 from streamrec.models.catalog import Catalog  # noqa: E402
 from streamrec.models.popularity import DecayedPopularity  # noqa: E402
 from streamrec.processes import Process, start_worker, wait_for_worker  # noqa: E402
@@ -283,9 +284,8 @@ async def compare(r: aioredis.Redis, want: dict) -> dict:
         abs(got_pop.get(i, 0.0) - w) > 1e-6 * max(1.0, w) for i, w in want["popularity"].items()))
     seen_off = 0
     for user, items in want["seen"].items():
-        raw = await r.get(f"{APP}:user:{user}")
-        state = orjson.loads(raw) if raw else {"seen": []}
-        if len(items) <= MAX_SEEN and set(state["seen"]) != items:
+        stored = {i.decode() for i in await r.zrange(f"{APP}:seen:{user}", 0, -1)}
+        if len(items) <= MAX_SEEN and stored != items:
             seen_off += 1
     registered = {k.decode() for k in await r.hkeys(f"{APP}:items")}
     return {"lost": lost, "learned_twice": twice, "clicks_off": clicks_off,

@@ -171,3 +171,18 @@ async def test_items_never_uploaded_are_capped_and_the_rest_dead_lettered(redis_
     # Every valid event's user still gets a list, the refused ones' users too are untouched.
     assert {k.decode() for k, _ in out.recommendations} == \
         {f"u{n}" for n, item in enumerate(items) if item not in ("d", "e")}
+
+
+def test_clicks_waiting_for_an_embedding_are_bounded():
+    import numpy as np
+
+    from streamrec.models.content import ContentSource
+
+    src = ContentSource(max_pending=100)
+    for n in range(1000):  # items never uploaded: their embeddings never come
+        src.learn_one(f"u{n}", f"item{n % 300}", float(n))
+    waiting = sum(len(v) for v in src._pending.values())
+    assert waiting == src._n_pending <= 100
+    src.set_embedding("item299", np.ones(src.dim, np.float32) / np.sqrt(src.dim), ts=1000.0)
+    assert {"u299", "u599", "u899"} <= set(src.profiles)  # the latest item's clicks waited
+    assert src._n_pending == waiting - 3

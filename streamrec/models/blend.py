@@ -72,6 +72,9 @@ FEATURES = (
     "tags_rr", "tags_share", "unclicked_x_tags_share",
     "trending_rr", "trending_log",
 )
+#: Seen items a user's history keeps at least (their latest; older ones may be recommended
+#: again).
+MAX_SEEN = 2000
 #: Sources whose scores are the same for every user: computed once per batch.
 USER_INDEPENDENT = ("popularity", "fresh", "trending")
 #: Columns of the per-source reciprocal ranks.
@@ -123,7 +126,7 @@ class Blend(RecordsChanges):
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
                  max_offers: int = 20_000, cold_per_source: int = 5, new_item_slots: int = 6,
-                 new_pool: int = 40, max_seen: int = 2000, seed: int = 0) -> None:
+                 new_pool: int = 40, max_seen: int = MAX_SEEN, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), Trending(self.catalog),

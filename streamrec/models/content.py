@@ -30,8 +30,8 @@ class ContentSource(CandidateSource):
     Cosines are taken after centring profile and items on the catalogue's mean embedding (see
     :class:`~streamrec.models.index.EmbeddingIndex`). Items without an embedding are never
     proposed. A click on an item whose embedding has not
-    arrived yet (uploads are encoded by another agent) is kept, for up to ``max_pending``
-    items, and added to the profile when it arrives.
+    arrived yet (uploads are encoded by another agent) is kept, up to ``max_pending`` such
+    interactions (the oldest items' go first), and added to the profile when it arrives.
 
     Item embeddings are stored as fused (:data:`~streamrec.content.fusion.FIXED` weights);
     :meth:`set_fusion` compares them with other block weights (those the training round
@@ -70,19 +70,25 @@ class ContentSource(CandidateSource):
         self._reweighting: Reweighting | None = None
         self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
         self.max_pending = max_pending
+        self._n_pending = 0
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
         self.index.add(j, np.asarray(vector, np.float32))
-        for user, w, when in self._pending.pop(j, ()):
+        for user, w, when in self._take_pending(j):
             self._add(user, j, w, when)
+
+    def _take_pending(self, j: int) -> list[tuple[str, float, float]]:
+        waiting = self._pending.pop(j, [])
+        self._n_pending -= len(waiting)
+        return waiting
 
     def set_embeddings(self, items: Sequence[str], vectors: np.ndarray, ts: float = 0.0) -> None:
         """:meth:`set_embedding` for many items at once (one rebuild of the index)."""
         rows = np.array([self.catalog.add(item, ts) for item in items], np.int64)
         self.index.add_many(rows, vectors)
         for j in rows.tolist():
-            for user, w, when in self._pending.pop(j, ()):
+            for user, w, when in self._take_pending(j):
                 self._add(user, j, w, when)
 
     def has_embedding(self, item: str) -> bool:
@@ -100,8 +106,11 @@ class ContentSource(CandidateSource):
             self._add(user, j, w, ts)
             return
         self._pending.setdefault(j, []).append((user, w, ts))
-        if len(self._pending) > self.max_pending:
-            self._pending.popitem(last=False)
+        self._n_pending += 1
+        # Items that never get an embedding (never uploaded, content switched off) must not
+        # hold their interactions forever.
+        while self._n_pending > self.max_pending:
+            self._n_pending -= len(self._pending.popitem(last=False)[1])
 
     def set_fusion(self, weights: FusionWeights | None) -> None:
         """Compare items and profiles with these block weights (None: the fixed fusion's).
