@@ -47,7 +47,8 @@ from streamrec.models.popularity import EPOCH_HALF_LIVES
 from streamrec.records.errors import WorkerMustStop
 
 #: Users whose state a worker keeps in memory by default; the least recently active beyond
-#: it are dropped and reloaded from Redis when they return (~4 KB each in the model process).
+#: it are dropped and reloaded from Redis when they return (~11 KB each in the model process,
+#: most of it the candidates and features of their latest list, which the ranker learns from).
 MAX_USERS = 100_000
 #: How long a user's state stays in Redis after their last event by default (30 days).
 USER_TTL_S = 30 * 86400.0
