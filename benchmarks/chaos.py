@@ -43,10 +43,11 @@ from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import kafka_consumer, redis_client  # noqa: E402
+from streamrec.config import Settings  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.models.blend import MAX_SEEN  # noqa: E402
@@ -141,13 +142,13 @@ def plan_faults(args, rng: random.Random) -> list[Fault]:
     return faults
 
 
-async def collect_lists(bootstrap: str, lists: Lists, stop: asyncio.Event,
+async def collect_lists(settings: Settings, lists: Lists, stop: asyncio.Event,
                         reconnect: asyncio.Event) -> None:
     """Read every list; ``reconnect`` starts over on a broker that came back empty."""
     while not stop.is_set():
         reconnect.clear()
-        consumer = AIOKafkaConsumer(RECOMMENDATIONS, bootstrap_servers=bootstrap,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = kafka_consumer(settings, RECOMMENDATIONS, auto_offset_reset="earliest",
+                                  enable_auto_commit=False)
         await consumer.start()
         try:
             while not stop.is_set() and not reconnect.is_set():
@@ -194,7 +195,7 @@ async def strike(f: Fault, rt: EmbeddedRuntime, group: Group, lists: Lists, args
         before = set()
     else:  # broker: its log is in memory, so drained first and resumed into the empty one
         await asyncio.to_thread(rt.restart, "broker")
-        await ensure_topics(rt.kafka, args.partitions)
+        await ensure_topics(rt.settings(), args.partitions)
         lists.reconnect.set()
         before = set()
     return asyncio.create_task(measure(f, time.monotonic(), t_fault, before, lists, args))
@@ -221,7 +222,7 @@ async def measure(f: Fault, t0: float, t_fault: float, before: set[str], lists: 
 
 async def send_all(events: list, rt: EmbeddedRuntime, group: Group, lists: Lists,
                    faults: list[Fault], r: aioredis.Redis, args) -> None:
-    producer = await start_producer(rt.kafka)
+    producer = await start_producer(rt.settings())
     pending = sorted(faults, key=lambda f: f.at_event)
     interval, t_start = 1.0 / args.rate, time.monotonic()
     measuring: list[asyncio.Task] = []
@@ -238,7 +239,7 @@ async def send_all(events: list, rt: EmbeddedRuntime, group: Group, lists: Lists
                     await producer.stop()
                 measuring.append(await strike(f, rt, group, lists, args))
                 if f.kind == "broker":
-                    producer = await start_producer(rt.kafka)
+                    producer = await start_producer(rt.settings())
                 t_start = time.monotonic() - j * interval
             await producer.send(TOPIC_OF[ev.type], encode(ev), key=key_of(ev))
             ahead = t_start + (j + 1) * interval - time.monotonic()
@@ -319,14 +320,14 @@ async def main(args) -> dict:
     want = expected_state(events)
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp, \
             EmbeddedRuntime(run_dir=Path(args.keep or tmp)) as rt:
-        await ensure_topics(rt.kafka, args.partitions)
-        r = aioredis.from_url(rt.redis)
+        await ensure_topics(rt.settings(), args.partitions)
+        r = redis_client(rt.settings())
         group = Group(rt, args.workers, args.partitions, not args.no_static)
         lists, stop = Lists(), asyncio.Event()
-        collector = asyncio.create_task(collect_lists(rt.kafka, lists, stop, lists.reconnect))
+        collector = asyncio.create_task(collect_lists(rt.settings(), lists, stop, lists.reconnect))
         try:
             for p in group.procs:
-                await wait_for_worker(rt.redis, p)
+                await wait_for_worker(rt.settings(), p)
             print(f"{len(events)} events at {args.rate}/s, {args.workers} worker(s), "
                   f"{len(faults)} faults", flush=True)
             await send_all(events, rt, group, lists, faults, r, args)

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import kafka_consumer, kafka_producer, redis_client  # noqa: E402
+from streamrec.config import Settings  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
@@ -255,10 +255,10 @@ def valid_events(rng: random.Random, n: int) -> list[Sent]:
     return out
 
 
-async def publish_all(kafka: str, events: list[Sent], log) -> dict[tuple[str, int, int], Sent]:
+async def publish_all(settings: Settings, events: list[Sent], log) -> dict[tuple[str, int, int], Sent]:
     """Send ``events`` in order; each by where it landed (what a dead letter's headers say)."""
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5,
-                                max_request_size=2_000_000)  # the ~1 MB uploads
+    producer = kafka_producer(settings, linger_ms=5,
+                              max_request_size=2_000_000)  # the ~1 MB uploads
     await producer.start()
     try:
         futures = []
@@ -272,11 +272,11 @@ async def publish_all(kafka: str, events: list[Sent], log) -> dict[tuple[str, in
     return {(m.topic, m.partition, m.offset): ev for m, ev in zip(landed, events)}
 
 
-async def collect(kafka: str, into: list[tuple[dict[str, bytes], bytes]]) -> None:
+async def collect(settings: Settings, into: list[tuple[dict[str, bytes], bytes]]) -> None:
     """Every dead letter from the beginning, as (headers, value), until cancelled."""
-    consumer = AIOKafkaConsumer(DEAD_LETTER, bootstrap_servers=kafka, auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
-                                fetch_max_bytes=16 << 20)
+    consumer = kafka_consumer(settings, DEAD_LETTER, auto_offset_reset="earliest",
+                              enable_auto_commit=False, max_partition_fetch_bytes=4 << 20,
+                              fetch_max_bytes=16 << 20)
     await consumer.start()
     try:
         while True:
@@ -378,16 +378,16 @@ async def main(args) -> dict:
     events = malformed_events(args.malformed) + valid_events(rng, args.malformed)
     rng.shuffle(events)
     with EmbeddedRuntime(run_dir=Path("runs") / f"fuzz-{time.strftime('%Y%m%d-%H%M%S')}") as rt:
-        await ensure_topics(rt.kafka, 4)
+        await ensure_topics(rt.settings(), 4)
         proc = start_worker(rt, partitions=4, app_id=APP_ID)
-        r = aioredis.from_url(rt.redis)
+        r = redis_client(rt.settings())
         dead: list = []
-        collector = asyncio.create_task(collect(rt.kafka, dead))
+        collector = asyncio.create_task(collect(rt.settings(), dead))
         try:
-            await wait_for_worker(rt.redis, proc, app_id=APP_ID)
+            await wait_for_worker(rt.settings(), proc, app_id=APP_ID)
             t0 = time.monotonic()
             log(f"sending {len(events):,} events ({args.malformed:,} malformed)")
-            sent = await publish_all(rt.kafka, events, log)
+            sent = await publish_all(rt.settings(), events, log)
             n_valid = sum(ev.valid for ev in events)
             stats = await settle(r, dead, len(events) - n_valid, n_valid, args, log)
             if collector.done():  # it failed: its error, not counts missing what it did not read

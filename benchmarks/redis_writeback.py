@@ -30,6 +30,8 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import redis_client  # noqa: E402
+from streamrec.config import Settings  # noqa: E402
 from streamrec.embedded import (  # noqa: E402
     REDIS_MODEL_SETTINGS,
     free_port,
@@ -40,6 +42,7 @@ from streamrec.embedded import (  # noqa: E402
 from streamrec.engine.shared_state import SharedState  # noqa: E402
 from streamrec.models.blend import Blend  # noqa: E402
 from streamrec.records.events import Click, Upload  # noqa: E402
+from streamrec.security import plaintext  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
 
 SERVERS = {"default encoding": [], "skip lists (embedded)": REDIS_MODEL_SETTINGS}
@@ -60,7 +63,7 @@ async def run(args) -> dict:
                 [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", *settings], stdout=subprocess.DEVNULL))
             wait_ready("redis-server", procs[-1], lambda port=port: redis_ready(port), 10.0)
-            r = aioredis.Redis(port=port)
+            r = redis_client(plaintext(Settings(), redis=f"redis://127.0.0.1:{port}/0"))
             blend = Blend(seed=0)
             sides[name] = {"r": r, "blend": blend, "state": SharedState(r, blend),
                            "lua_ms": [], "applied_ms": []}

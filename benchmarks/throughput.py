@@ -39,11 +39,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import kafka_consumer, redis_client  # noqa: E402
 from streamrec.content.embedding_cache import EmbeddingCache  # noqa: E402
 from streamrec.content.fusion import FixedFusion  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
@@ -72,15 +71,15 @@ async def drain_rate(rt, engine: str, total: int, max_s: float, log,
     (or ``max_s`` seconds passed). Returns the figures and the still-running worker."""
     app_id = f"bench-{engine}-{round_}"
     if EMBEDDINGS:
-        r = aioredis.from_url(rt.redis)
+        r = redis_client(rt.settings())
         await EmbeddingCache(r, FixedFusion().version, FixedFusion.dim, app_id).put_many(
             list(EMBEDDINGS), np.stack(list(EMBEDDINGS.values())))
         await r.aclose()
     proc = start_worker(rt, partitions=4, engine=engine, app_id=app_id,
                         extra_env={**WORKER_ENV, **(env or {})})
-    r = aioredis.from_url(rt.redis)
+    r = redis_client(rt.settings())
     try:
-        await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
+        await wait_for_worker(rt.settings(), proc, app_id=app_id, min_partitions=1)
     except BaseException:
         proc.stop()
         raise
@@ -117,8 +116,8 @@ async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
     # (and the burst sent after it) set the p99 of runs before this was added. Frozen, they
     # are never walked again; the figures are then the worker's, not the load generator's.
     freeze_startup_objects()
-    consumer = AIOKafkaConsumer(RECOMMENDATIONS, bootstrap_servers=rt.kafka,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+    consumer = kafka_consumer(rt.settings(), RECOMMENDATIONS, auto_offset_reset="latest",
+                              enable_auto_commit=False)
     await consumer.start()
     await asyncio.sleep(1.0)
     lat: list[float] = []
@@ -133,7 +132,7 @@ async def paced_latency(rt, world, rate: float, seconds: float) -> dict:
                         lat.append(d["latency_ms"])
 
     task = asyncio.create_task(collect())
-    stats = await publish(events, rt.kafka, rate=rate, duration_s=seconds)
+    stats = await publish(events, rt.settings(), rate=rate, duration_s=seconds)
     await asyncio.sleep(1.0)
     task.cancel()
     await consumer.stop()
@@ -172,9 +171,9 @@ async def main(args) -> dict:
     world = World(WorldConfig(n_users=args.users, n_items=args.items, seed=1))
     backlog = list(itertools.islice(world.events(time.time() - 3600), args.events))
     with EmbeddedRuntime(run_dir=Path("runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}") as rt:
-        await ensure_topics(rt.kafka, 4)
+        await ensure_topics(rt.settings(), 4)
         t0 = time.monotonic()
-        await publish(backlog, rt.kafka)
+        await publish(backlog, rt.settings())
         log(f"pre-loaded {len(backlog):,} events in {time.monotonic() - t0:.1f}s "
             f"({args.users} users, {args.items}+ items)")
         t0 = time.monotonic()

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import redis_client  # noqa: E402
 from streamrec.content.item_encoder import ItemEncoder  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
@@ -64,18 +64,18 @@ async def worker_figures(args, log) -> dict:
     world = World(WorldConfig(n_users=10, n_items=0, seed=3))
     app_id = "bench-uploads"
     with EmbeddedRuntime(run_dir=Path("runs") / f"bench-uploads-{time.strftime('%Y%m%d-%H%M%S')}") as rt:
-        await ensure_topics(rt.kafka, 4)
+        await ensure_topics(rt.settings(), 4)
         proc = start_worker(rt, partitions=4, app_id=app_id)
-        r = aioredis.from_url(rt.redis)
+        r = redis_client(rt.settings())
         try:
-            await wait_for_worker(rt.redis, proc, app_id=app_id, min_partitions=1)
+            await wait_for_worker(rt.settings(), proc, app_id=app_id, min_partitions=1)
             # Warm-up: the first batch loads the image model.
             warm = uploads(world, 4, time.time())
-            await publish(warm, rt.kafka)
+            await publish(warm, rt.settings())
             while (await read_stats(r, app_id)).get("events_upload", 0) < len(warm):
                 await asyncio.sleep(0.05)
             paced = uploads(world, int(args.rate * args.seconds), time.time())
-            await publish(paced, rt.kafka, rate=args.rate)
+            await publish(paced, rt.settings(), rate=args.rate)
             await asyncio.sleep(1.0)
             lat = await latencies(r, app_id, [u.item_id for u in paced])
             log(f"{len(lat)}/{len(paced)} uploads at {args.rate:g}/s: upload -> recommendable "
@@ -83,7 +83,7 @@ async def worker_figures(args, log) -> dict:
             base = (await read_stats(r, app_id)).get("events_upload", 0)
             backlog = uploads(world, args.backlog, time.time())
             t0 = time.monotonic()
-            await publish(backlog, rt.kafka)
+            await publish(backlog, rt.settings())
             t_first = None
             while time.monotonic() - t0 < 300:
                 n = (await read_stats(r, app_id)).get("events_upload", 0) - base

@@ -44,6 +44,20 @@ def _need_cluster(s: Settings) -> None:
         raise typer.Exit(2)
 
 
+def _check_security(s: Settings, *, kafka: bool = True, redis: bool = False,
+                    web: bool = False) -> None:
+    """Stop (exit code 2) with one line naming every problem of the security settings."""
+    from streamrec.security import SecurityConfigError, check
+
+    try:
+        check(s, kafka=kafka, redis=redis, web=web)
+    except SecurityConfigError as exc:
+        # Not markup (paths and URLs may hold brackets), not wrapped: one line for log scrapers.
+        console.print(f"security settings: {exc}", style="red", markup=False, highlight=False,
+                      soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def _check_snapshot_key(s: Settings) -> None:
     """Stop with the reason when the snapshot key settings are unusable."""
     from streamrec.snapshots.signing import configured_key
@@ -80,10 +94,18 @@ def worker(
     s.engine = engine or s.engine
     s.web_port = web_port or s.web_port
     _check_snapshot_key(s)
+    _check_security(s, redis=True, web=True)
     rt = None
     if embedded:
         from streamrec.embedded import EmbeddedRuntime
+        from streamrec.security import uses_security
 
+        if uses_security(s):
+            console.print("[red]The embedded broker and Redis speak neither SASL, TLS nor "
+                          "passwords: unset STREAMREC_KAFKA_SECURITY_PROTOCOL and the other "
+                          "STREAMREC_KAFKA_*/STREAMREC_REDIS_* security settings, or drop "
+                          "--embedded[/red]", soft_wrap=True)
+            raise typer.Exit(2)
         rt = EmbeddedRuntime().start()
         s.kafka, s.redis = rt.kafka, rt.redis
         console.print(f"embedded broker {rt.kafka}, redis {rt.redis}, logs in {rt.run_dir}")
@@ -128,6 +150,7 @@ def simulate(
         return
     s = _settings(kafka, None)
     _need_cluster(s)
+    _check_security(s)
     if events is None and duration is None:
         duration = 60.0
     stream = world.events(time.time())
@@ -142,7 +165,7 @@ async def _publish_with_progress(events, s: Settings, total: Optional[int] = Non
     from streamrec.records.topics import ensure_topics
     from streamrec.simulator.publish import publish
 
-    await ensure_topics(s.kafka, s.partitions, s.replication)
+    await ensure_topics(s)
     with _progress() as progress:
         task = progress.add_task("publishing", total=total, rate="")
         t0 = time.monotonic()
@@ -153,7 +176,7 @@ async def _publish_with_progress(events, s: Settings, total: Optional[int] = Non
             if n % 200 == 0:
                 progress.update(task, completed=n, rate=f"{n / (time.monotonic() - t0):,.0f} ev/s")
 
-        stats = await publish(events, s.kafka, on_event=tick, **kw)
+        stats = await publish(events, s, on_event=tick, **kw)
         progress.update(task, completed=stats.events)
     return stats
 
@@ -184,6 +207,7 @@ def replay(
     """Publish a recorded event log in timestamp order."""
     s = _settings(kafka, None)
     _need_cluster(s)
+    _check_security(s)
     if dataset:
         events = _dataset(dataset)
     elif file is not None:
@@ -236,8 +260,9 @@ def tail(
 
     s = _settings(kafka, None)
     _need_cluster(s)
+    _check_security(s)
     try:
-        asyncio.run(follow(s.kafka, topic, as_json, from_beginning, limit))
+        asyncio.run(follow(s, topic, as_json, from_beginning, limit))
     except KeyboardInterrupt:
         pass
 
@@ -435,6 +460,7 @@ def train(
     if log is not None and not log.is_file():
         raise typer.BadParameter(f"{log} does not exist")
     _check_snapshot_key(s)
+    _check_security(s, kafka=bool(s.kafka), redis=True)
     from streamrec.training.distill import TrainConfig
 
     cfg = TrainConfig(device=device)
@@ -453,14 +479,14 @@ async def _train_rounds(s: Settings, log, dataset, window, every, cfg, int8, for
                         keep, as_json) -> None:
     """Rounds until done (or forever with ``every``: a failed round, say the broker or Redis
     being away, is reported and the next one runs on schedule)."""
-    import redis.asyncio as aioredis
     from aiokafka.errors import KafkaError
     from redis.exceptions import RedisError
 
+    from streamrec.clients import redis_client
     from streamrec.simulator.publish import start_producer
 
-    r = aioredis.from_url(s.redis)
-    producer = await start_producer(s.kafka) if s.kafka else None
+    r = redis_client(s)
+    producer = await start_producer(s) if s.kafka else None
     try:
         while True:
             started = time.monotonic()
@@ -494,7 +520,7 @@ async def _one_round(s: Settings, r, producer, log, dataset, window, cfg, int8, 
             events = _dataset(dataset)
         else:
             task = progress.add_task("reading the log", total=None, rate="")
-            events = await read_log(s.kafka, window, progress=_ticker(progress, task, "ev"))
+            events = await read_log(s, window, progress=_ticker(progress, task, "ev"))
         if log is not None or dataset:
             events = latest_interactions(events, window)
         tasks = {}

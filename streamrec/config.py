@@ -82,3 +82,30 @@ class Settings:
     #: and clicks of further ones are dead-lettered (``unknown item``). 0: only uploaded items.
     max_unknown_items: int = field(default_factory=lambda: int(
         _env("MAX_UNKNOWN_ITEMS", "100000")))
+    # Security (streamrec/security.py checks these and turns them into client options).
+    #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
+    kafka_security_protocol: str = field(
+        default_factory=lambda: _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+    #: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; empty means ``PLAIN`` under SASL.
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env("KAFKA_SASL_MECHANISM", ""))
+    kafka_username: str = field(default_factory=lambda: _env("KAFKA_USERNAME", ""))
+    kafka_password: str = field(default_factory=lambda: _env("KAFKA_PASSWORD", ""), repr=False)
+    #: CA bundle the broker's certificate is checked against (empty: the system's CAs).
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("KAFKA_SSL_CAFILE", ""))
+    #: A client certificate and its key, for brokers that require mutual TLS.
+    kafka_ssl_certfile: str = field(default_factory=lambda: _env("KAFKA_SSL_CERTFILE", ""))
+    kafka_ssl_keyfile: str = field(default_factory=lambda: _env("KAFKA_SSL_KEYFILE", ""))
+    kafka_ssl_key_password: str = field(default_factory=lambda: _env("KAFKA_SSL_KEY_PASSWORD", ""),
+                                        repr=False)
+    #: A Redis ACL user (Redis 6+); the password alone authenticates as ``default``.
+    redis_username: str = field(default_factory=lambda: _env("REDIS_USERNAME", ""))
+    redis_password: str = field(default_factory=lambda: _env("REDIS_PASSWORD", ""), repr=False)
+    #: TLS files for a ``rediss://`` URL: the CA, and a client certificate and key.
+    redis_ssl_ca: str = field(default_factory=lambda: _env("REDIS_SSL_CA", ""))
+    redis_ssl_certfile: str = field(default_factory=lambda: _env("REDIS_SSL_CERTFILE", ""))
+    redis_ssl_keyfile: str = field(default_factory=lambda: _env("REDIS_SSL_KEYFILE", ""))
+    #: Bearer token every request to the worker's web server must carry.
+    web_token: str = field(default_factory=lambda: _env("WEB_TOKEN", ""), repr=False)
+    #: Serve the web server on a non-loopback address without a token, knowingly.
+    web_public: bool = field(default_factory=lambda: _env("WEB_PUBLIC", "0")
+                             in ("1", "true", "yes"))

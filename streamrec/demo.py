@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from streamrec.clients import kafka_consumer, redis_client
+from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.engine.shared_state import read_stats
 from streamrec.heap import freeze_startup_objects
@@ -107,8 +107,7 @@ class Training:
 
 
 def start_trainer(rt: EmbeddedRuntime, snapshot_dir: Path) -> Process:
-    env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
-           "STREAMREC_SNAPSHOT_DIR": str(snapshot_dir)}
+    env = {**rt.env(), "STREAMREC_SNAPSHOT_DIR": str(snapshot_dir)}
     # nice: the worker's lists come first on a small machine.
     return Process(["nice", "-n", "10", sys.executable, "-m", "streamrec.cli", "train",
                     "--epochs", "3", "--json"], env, rt.run_dir / "trainer.log")
@@ -132,9 +131,9 @@ async def train_once(rt: EmbeddedRuntime, snapshot_dir: Path, after_s: float, t0
         training.error = f"exit {proc.proc.returncode}, see {proc.log}"
 
 
-async def observe(bootstrap: str, seen: Observed, stop: asyncio.Event, t0: float) -> None:
-    consumer = AIOKafkaConsumer(RECOMMENDATIONS, DEAD_LETTER, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+async def observe(settings: Settings, seen: Observed, stop: asyncio.Event, t0: float) -> None:
+    consumer = kafka_consumer(settings, RECOMMENDATIONS, DEAD_LETTER,
+                              auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
         while not stop.is_set():
@@ -179,12 +178,12 @@ def _view(published: Counter, seen: Observed, elapsed: float, duration: float,
 
 async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: float,
                 console: Console, quiet: bool, train_at: float) -> dict:
-    await wait_for_worker(rt.redis, worker)
+    await wait_for_worker(rt.settings(), worker)
     seen, published, training = Observed(), Counter(), Training()
     stop = asyncio.Event()
     t0 = time.monotonic()
-    observer = asyncio.create_task(observe(rt.kafka, seen, stop, t0))
-    producer = await start_producer(rt.kafka)
+    observer = asyncio.create_task(observe(rt.settings(), seen, stop, t0))
+    producer = await start_producer(rt.settings())
     world = World(WorldConfig(n_users=1000, n_items=500, events_per_s=rate, seed=42))
     # The demo drives and measures in this process: its own full collections would pause the
     # sends and count as the worker's latency (see benchmarks/throughput.py).
@@ -211,7 +210,7 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
 
         painter = asyncio.create_task(refresh())
         bad = asyncio.create_task(bad_events())
-        await publish(world.events(time.time(), feed=seen.hr.feed), rt.kafka, rate=rate, duration_s=duration,
+        await publish(world.events(time.time(), feed=seen.hr.feed), rt.settings(), rate=rate, duration_s=duration,
                       on_event=on_event, producer=producer)
         await bad
         if trainer is not None:  # a round started late may still be running: let it finish
@@ -220,7 +219,7 @@ async def _demo(rt: EmbeddedRuntime, worker: Process, duration: float, rate: flo
             except TimeoutError:
                 training.error = "still running after the stream ended; stopped"
         # Let the worker drain what is in flight, then stop observing.
-        r = aioredis.from_url(rt.redis)
+        r = redis_client(rt.settings())
         want = sum(v for k, v in published.items() if k != "invalid")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -264,7 +263,7 @@ def run_demo(duration: float, rate: float, console: Console, quiet: bool = False
     worker = None
     try:
         console.print(f"broker {rt.kafka}  redis {rt.redis}  logs {rt.run_dir}")
-        asyncio.run(ensure_topics(rt.kafka, 4))
+        asyncio.run(ensure_topics(rt.settings(), 4))
         worker = start_worker(rt, extra_env={"STREAMREC_SNAPSHOT_DIR": str(rt.run_dir / "snapshots")})
         console.print("worker starting (joining its consumer group takes a few seconds)...")
         summary = asyncio.run(_demo(rt, worker, duration, rate, console, quiet, train_at))

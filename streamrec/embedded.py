@@ -26,6 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrec.config import Settings
+from streamrec.security import KAFKA_FIELDS, REDIS_FIELDS, plaintext
+
 
 class RuntimeStartError(RuntimeError):
     pass
@@ -152,6 +155,17 @@ class EmbeddedRuntime:
     @property
     def redis(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def settings(self, **changes) -> Settings:
+        """Settings whose clients reach this runtime: its addresses, and no SASL, TLS or
+        Redis password (it speaks none of them) whatever the environment holds."""
+        return plaintext(Settings(), kafka=self.kafka, redis=self.redis, **changes)
+
+    def env(self) -> dict[str, str]:
+        """The same for a streamrec child process: its environment variables."""
+        s = self.settings()
+        return {f"STREAMREC_{name.upper()}": getattr(s, name)
+                for name in ("kafka", "redis", *KAFKA_FIELDS, *REDIS_FIELDS)}
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
         proc = spawn(argv, self.run_dir / f"{name}.log", env)

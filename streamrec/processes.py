@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 
+from streamrec.clients import redis_client
+from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime, spawn
 
 
@@ -51,7 +52,7 @@ class Process:
 def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeline",
                  app_id: str = "streamrec", extra_env: dict[str, str] | None = None,
                  cwd: Path | None = None, log_name: str | None = None) -> Process:
-    env = {"STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,
+    env = {**rt.env(),
            "STREAMREC_PARTITIONS": str(partitions), "STREAMREC_APP_ID": app_id,
            "STREAMREC_DATA_DIR": str(rt.run_dir), **(extra_env or {})}
     return Process([sys.executable, "-m", "streamrec.cli", "worker", "--engine", engine,
@@ -59,10 +60,10 @@ def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeli
                    rt.run_dir / (log_name or f"worker-{app_id}.log"), cwd)
 
 
-async def wait_for_worker(redis_url: str, proc: Process, app_id: str = "streamrec",
+async def wait_for_worker(settings: Settings, proc: Process, app_id: str = "streamrec",
                           timeout_s: float = 90.0, min_partitions: int = 1) -> None:
     """Until a worker reports assigned partitions in Redis (Faust writes it on assignment)."""
-    r = aioredis.from_url(redis_url)
+    r = redis_client(settings)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

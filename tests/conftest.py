@@ -51,7 +51,7 @@ def tiny_student(items: list[str], dim: int = 128) -> tuple[dict, dict]:
 @pytest.fixture(scope="session")
 def runtime(tmp_path_factory) -> EmbeddedRuntime:
     rt = EmbeddedRuntime(run_dir=Path(tmp_path_factory.mktemp("run"))).start()
-    asyncio.run(ensure_topics(rt.kafka, 4))
+    asyncio.run(ensure_topics(rt.settings(), 4))
     yield rt
     rt.stop()
 
@@ -59,7 +59,7 @@ def runtime(tmp_path_factory) -> EmbeddedRuntime:
 @pytest.fixture(scope="session")
 def worker(runtime):
     proc = start_worker(runtime, partitions=4)
-    asyncio.run(wait_for_worker(runtime.redis, proc))
+    asyncio.run(wait_for_worker(runtime.settings(), proc))
     yield proc
     proc.stop()
     assert proc.proc.returncode is not None

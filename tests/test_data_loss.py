@@ -228,7 +228,7 @@ async def test_a_worker_starts_in_an_empty_folder_and_stops_when_its_state_is_lo
     proc = start_worker(runtime, app_id=app_id, cwd=tmp_path,
                         extra_env={"STREAMREC_CONTENT": "0", "STREAMREC_DATA_DIR": "runs"})
     try:
-        await wait_for_worker(runtime.redis, proc, app_id=app_id)
+        await wait_for_worker(runtime.settings(), proc, app_id=app_id)
         assert (tmp_path / "runs" / f"faust-{app_id}").is_dir()
         user, item = uid("user"), uid("item")
         await producer.send("views", encode(View(uid("e"), user, item, time.time())),
@@ -268,11 +268,11 @@ async def _publish_views(kafka: str, items: list[str]) -> None:
 async def own_runtime(run_dir: Path):
     """A broker, a redis-server and one worker (no content path) of the test's own."""
     with EmbeddedRuntime(run_dir=run_dir) as rt:
-        await ensure_topics(rt.kafka, 2)
+        await ensure_topics(rt.settings(), 2)
         proc = start_worker(rt, partitions=2, extra_env={"STREAMREC_CONTENT": "0"})
         r = aioredis.from_url(rt.redis)
         try:
-            await wait_for_worker(rt.redis, proc)
+            await wait_for_worker(rt.settings(), proc)
             yield rt, proc, r
         finally:
             proc.stop()
@@ -305,7 +305,7 @@ async def test_a_broker_that_lost_its_log_is_detected_and_its_new_events_learned
         await _publish_views(rt.kafka, before)
         await wait_until(lambda: _learned_by(r, "streamrec", before), 120)
         await asyncio.get_running_loop().run_in_executor(None, rt.restart, "broker")
-        await ensure_topics(rt.kafka, 2)
+        await ensure_topics(rt.settings(), 2)
         after = [f"new-{n}" for n in range(300)]  # fewer: the new log ends below the old
         await _publish_views(rt.kafka, after)
         await wait_until(lambda: _learned_by(r, "streamrec", after), 180)

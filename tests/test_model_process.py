@@ -184,7 +184,7 @@ async def test_a_worker_with_the_engine_in_process_still_serves(runtime, produce
     proc = start_worker(runtime, partitions=4, app_id=app_id,
                         extra_env={"STREAMREC_MODEL_PROCESS": "0", "STREAMREC_CONTENT": "0"})
     try:
-        await wait_for_worker(runtime.redis, proc, app_id=app_id)
+        await wait_for_worker(runtime.settings(), proc, app_id=app_id)
         user = uid("user")
         seen = []
         for n in range(3):
@@ -215,7 +215,7 @@ async def test_a_worker_whose_model_process_dies_stops_with_an_error(runtime, pr
     proc = start_worker(runtime, partitions=4, app_id=app_id,
                         extra_env={"STREAMREC_CONTENT": "0"})
     try:
-        await wait_for_worker(runtime.redis, proc, app_id=app_id)
+        await wait_for_worker(runtime.settings(), proc, app_id=app_id)
         deadline = time.monotonic() + 30
         while not children(proc.proc.pid) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -68,7 +68,7 @@ async def scenario(rt: EmbeddedRuntime, log_path: Path) -> None:
     collecting = asyncio.create_task(c.run(rt.kafka, ready))
     await ready.wait()
     world = World(WorldConfig(n_users=300, n_items=100, seed=3))
-    stream = asyncio.create_task(publish(world.events(time.time()), rt.kafka, rate=300.0,
+    stream = asyncio.create_task(publish(world.events(time.time()), rt.settings(), rate=300.0,
                                          duration_s=60.0))
     try:
         await c.wait_for(lambda: len(c.recommendations) > 50, 60.0)
@@ -152,12 +152,12 @@ async def scenario(rt: EmbeddedRuntime, log_path: Path) -> None:
 @pytest.mark.slow
 def test_worker_swaps_students_and_refuses_a_corrupt_one(tmp_path: Path):
     with EmbeddedRuntime(run_dir=tmp_path) as rt:
-        asyncio.run(ensure_topics(rt.kafka, 2))
+        asyncio.run(ensure_topics(rt.settings(), 2))
         proc = start_worker(rt, partitions=2, app_id=APP, extra_env={
             "STREAMREC_REFRESH_S": str(REFRESH_S), "STREAMREC_CONTENT": "0",
             "STREAMREC_SNAPSHOT_DIR": str(tmp_path / "snapshots")})
         try:
-            asyncio.run(wait_for_worker(rt.redis, proc, APP))
+            asyncio.run(wait_for_worker(rt.settings(), proc, APP))
             asyncio.run(scenario(rt, proc.log))
             # `streamrec train` on the log in Kafka: a round that publishes, or says why not.
             env = {**os.environ, "STREAMREC_KAFKA": rt.kafka, "STREAMREC_REDIS": rt.redis,

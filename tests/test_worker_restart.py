@@ -39,7 +39,7 @@ async def wait_stats(r, key: str, at_least: int, timeout_s: float = 120.0) -> di
 @pytest.mark.slow
 def test_restarted_worker_carries_on_without_loss_or_double_counting(tmp_path: Path):
     with EmbeddedRuntime(run_dir=tmp_path) as rt:
-        asyncio.run(ensure_topics(rt.kafka, 2))
+        asyncio.run(ensure_topics(rt.settings(), 2))
         world = World(WorldConfig(n_users=200, n_items=100, seed=7))
         events = list(itertools.islice(world.events(time.time() - 3600), 6000))
         interactions = [e for e in events if e.type in ("view", "click")]
@@ -48,13 +48,13 @@ def test_restarted_worker_carries_on_without_loss_or_double_counting(tmp_path: P
         async def scenario():
             r = aioredis.from_url(rt.redis)
             w1 = start_worker(rt, partitions=2)
-            await wait_for_worker(rt.redis, w1)
-            await publish(first, rt.kafka)
+            await wait_for_worker(rt.settings(), w1)
+            await publish(first, rt.settings())
             # Kill hard while it is mid-stream: whatever it had not committed is replayed.
             await wait_stats(r, "learned", 500)
             w1.kill()
             mid = await stats(r)
-            await publish(second, rt.kafka)
+            await publish(second, rt.settings())
             w2 = start_worker(rt, partitions=2)
             try:
                 final = await wait_stats(r, "learned", len(interactions), timeout_s=180)

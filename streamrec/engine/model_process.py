@@ -27,9 +27,8 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 
-import redis.asyncio as aioredis
-
 from streamrec import metrics
+from streamrec.clients import redis_client
 from streamrec.config import Settings
 from streamrec.embedded import die_with_parent
 from streamrec.engine import frames
@@ -286,7 +285,7 @@ class _Child:
 async def _serve(fd: int, settings: Settings, worker: str) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
-    redis = aioredis.from_url(settings.redis)
+    redis = redis_client(settings)
     engine = build_engine(settings, redis, worker)
     freeze_startup_objects()  # as the worker does: full collections skip the start-up objects
     child = _Child(engine, writer)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
+
+from streamrec.clients import kafka_admin
+from streamrec.config import Settings
 
 VIEWS = "views"
 CLICKS = "clicks"
@@ -18,13 +21,16 @@ EVENT_TYPE = {VIEWS: "view", CLICKS: "click", UPLOADS: "upload", REC_REQUESTS: "
 TOPIC_OF = {v: k for k, v in EVENT_TYPE.items()}
 
 
-async def ensure_topics(bootstrap: str, partitions: int, replication: int = 1) -> None:
-    """Create every topic that does not exist yet (existing ones are left alone)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_topics(settings: Settings, partitions: int | None = None,
+                        replication: int | None = None) -> None:
+    """Create every topic that does not exist yet (existing ones are left alone), with the
+    settings' partitions and replication unless given."""
+    admin = kafka_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(t, partitions, replication) for t in ALL if t not in existing]
+        new = [NewTopic(t, partitions or settings.partitions,
+                        replication or settings.replication) for t in ALL if t not in existing]
         if new:
             await admin.create_topics(new)
     finally:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 
+from streamrec.clients import kafka_producer
+from streamrec.config import Settings
 from streamrec.records.events import Event, Upload, encode
 from streamrec.records.topics import TOPIC_OF
 
@@ -25,14 +27,13 @@ class PublishStats:
     seconds: float = 0.0
 
 
-async def start_producer(bootstrap: str) -> AIOKafkaProducer:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
-                                max_batch_size=256 * 1024, acks=1)
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    producer = kafka_producer(settings, linger_ms=5, max_batch_size=256 * 1024, acks=1)
     await producer.start()
     return producer
 
 
-async def publish(events: Iterable[Event], bootstrap: str, *, rate: float | None = None,
+async def publish(events: Iterable[Event], settings: Settings, *, rate: float | None = None,
                   speed: float | None = None, duration_s: float | None = None,
                   on_event: Callable[[Event, float], None] | None = None,
                   producer: AIOKafkaProducer | None = None) -> PublishStats:
@@ -43,7 +44,7 @@ async def publish(events: Iterable[Event], bootstrap: str, *, rate: float | None
     ``duration_s`` seconds if given. ``on_event(event, sent_at)`` is called for every event.
     """
     own = producer is None
-    producer = producer or await start_producer(bootstrap)
+    producer = producer or await start_producer(settings)
     stats = PublishStats()
     t0 = time.monotonic()
     first_ts: float | None = None

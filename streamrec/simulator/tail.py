@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
+from streamrec.clients import kafka_consumer
+from streamrec.config import Settings
 from streamrec.records import dead_letter
 
 
@@ -18,11 +19,11 @@ def render(value: bytes) -> str:
     return f"{d.get('user_id')}  [{d.get('latency_ms', 0):6.1f} ms]  {items}"
 
 
-async def follow(bootstrap: str, topic: str, as_json: bool, from_beginning: bool,
+async def follow(settings: Settings, topic: str, as_json: bool, from_beginning: bool,
                  limit: int | None) -> None:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest" if from_beginning else "latest",
-                                enable_auto_commit=False)
+    consumer = kafka_consumer(settings, topic,
+                              auto_offset_reset="earliest" if from_beginning else "latest",
+                              enable_auto_commit=False)
     await consumer.start()
     n = 0
     try:

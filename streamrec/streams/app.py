@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp.web import Response
 from redis.exceptions import RedisError
 
-from streamrec import metrics
+from streamrec import metrics, security
+from streamrec.clients import redis_client
 from streamrec.config import Settings
 from streamrec.embedded import free_port
 from streamrec.engine.build import build_engine, worker_id
@@ -25,8 +25,10 @@ from streamrec.engine.shared_state import StateLost
 from streamrec.records import dead_letter, topics
 from streamrec.records.errors import WorkerMustStop
 from streamrec.streams.batching import MicroBatches
+from streamrec.streams.credentials import broker_credentials
 from streamrec.streams.scheduling import EventTimeScheduling
 from streamrec.streams.transport import App
+from streamrec.streams.web_auth import web_application_options
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,17 @@ def create_app(settings: Settings) -> App:
     """A Faust app with the interactions, uploads and rec-requests agents registered."""
     if not settings.kafka or not settings.redis:
         raise ValueError("settings.kafka and settings.redis must be set (or use --embedded)")
+    security.check(settings, web=True)
+    if settings.web_public and not settings.web_token and not security.is_loopback(
+            settings.web_host):
+        log.warning("web server on %s without a token (STREAMREC_WEB_PUBLIC): anyone who can "
+                    "reach it can read /metrics", settings.web_host)
     datadir = Path(settings.data_dir) / f"faust-{settings.app_id}"
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = App(
         settings.app_id,
         broker=f"kafka://{settings.kafka}",
+        broker_credentials=broker_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=settings.partitions,
@@ -55,6 +63,7 @@ def create_app(settings: Settings) -> App:
         web_bind=settings.web_host,
         web_host=settings.web_host,
         web_port=settings.web_port or free_port(),
+        web_application_options=web_application_options(settings),
         producer_linger_ms=5,
         # Dead letters carry the rejected message intact (records/dead_letter.py).
         producer_max_request_size=dead_letter.MAX_MESSAGE_BYTES,
@@ -68,7 +77,7 @@ def create_app(settings: Settings) -> App:
         ConsumerScheduler=EventTimeScheduling,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
-    redis = aioredis.from_url(settings.redis)
+    redis = redis_client(settings)
 
     def topic(*names: str):
         return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",

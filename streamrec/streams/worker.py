@@ -17,7 +17,7 @@ from streamrec.streams.app import create_app
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Create the topics, build the app and run it until interrupted (blocks)."""
     install_uvloop()
-    asyncio.run(ensure_topics(settings.kafka, settings.partitions, settings.replication))
+    asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

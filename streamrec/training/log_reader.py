@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamrec.clients import kafka_consumer
+from streamrec.config import Settings
 from streamrec.records.events import Event, InvalidEvent, decode
 from streamrec.records.topics import CLICKS, EVENT_TYPE, UPLOADS, VIEWS
 
 
-async def read_log(bootstrap: str, max_interactions: int | None = None,
+async def read_log(settings: Settings, max_interactions: int | None = None,
                    idle_s: float = 2.0, progress: Callable[[int], None] | None = None
                    ) -> list[Event]:
     """Every view, click and upload in the topics as they stand, in time order; with
@@ -21,8 +23,8 @@ async def read_log(bootstrap: str, max_interactions: int | None = None,
 
     Reading stops at the end offsets taken at the start, or after ``idle_s`` without a
     message (the embedded broker can under-report its end offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_poll_records=5000)
+    consumer = kafka_consumer(settings, enable_auto_commit=False,
+                              auto_offset_reset="earliest", max_poll_records=5000)
     await consumer.start()
     events: list[Event] = []
     try:
