@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamrec.clients import redis_client  # noqa: E402
 from streamrec.config import Settings  # noqa: E402
 from streamrec.embedded import (  # noqa: E402
     REDIS_MODEL_SETTINGS,
@@ -46,6 +47,7 @@ from streamrec.embedded import (  # noqa: E402
 from streamrec.engine.build import build_engine  # noqa: E402
 from streamrec.engine.engine import Engine, Incoming  # noqa: E402
 from streamrec.records.events import View, encode  # noqa: E402
+from streamrec.security import plaintext  # noqa: E402
 
 BATCH = 500
 
@@ -86,9 +88,10 @@ async def run(args) -> dict:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready("redis", proc, lambda: redis_ready(port), 30.0, "")
-        r = aioredis.from_url(f"redis://127.0.0.1:{port}")
-        settings = Settings(redis="unused", content=False, snapshot_dir="runs/snapshots",
-                            max_users=args.max_users, max_unknown_items=args.max_unknown)
+        settings = plaintext(Settings(), redis=f"redis://127.0.0.1:{port}/0", content=False,
+                             snapshot_dir="runs/snapshots", max_users=args.max_users,
+                             max_unknown_items=args.max_unknown)
+        r = redis_client(settings)
         engine = build_engine(settings, r, "floods")
         await engine.state.load()
         now = time.time()
