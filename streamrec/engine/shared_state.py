@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.models.blend import Blend
 from streamrec.models.popularity import EPOCH_HALF_LIVES
-from streamrec.records.errors import WorkerMustStop
+from streamrec.records.errors import StateLost
 
 #: Most recent seen items kept per user (older ones may be recommended again).
 MAX_SEEN = 2000
@@ -92,10 +92,6 @@ for _, group in ipairs(cjson.decode(ARGV[2])) do
 end
 return 1
 """
-
-
-class StateLost(WorkerMustStop):
-    """The shared state this worker loaded is no longer in Redis."""
 
 
 class SharedState:
