@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,8 +21,11 @@ from streamrec.records.topics import ensure_topics
 from streamrec.simulator.publish import publish
 from streamrec.simulator.world import World, WorldConfig
 from streamrec.streams.app import create_app
+from streamrec.streams.transport import TableManager
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 async def stats(r) -> dict[str, int]:
@@ -87,3 +92,42 @@ def test_a_worker_joins_its_group_under_its_instance_id(tmp_path: Path):
     dynamic = create_app(Settings(kafka="127.0.0.1:9", redis="redis://127.0.0.1:9",
                                   data_dir=str(tmp_path / "b"))).conf
     assert dynamic.consumer_group_instance_id is None
+
+
+#: What only the model process needs: a worker importing them spends seconds on it at every
+#: restart before it even asks to rejoin its group.
+MODEL_LIBRARIES = ("torch", "river", "scipy", "sklearn", "PIL")
+
+
+def test_the_worker_process_imports_no_model_library(tmp_path: Path):
+    # A fresh interpreter: this test session has imported the models already. It goes the
+    # way `streamrec worker` goes, up to the Faust app being built.
+    code = f"""
+import sys
+from streamrec.cli import _check_snapshot_key, _settings
+from streamrec.streams.app import create_app
+from streamrec.streams.transport import TableManager
+from streamrec.streams.worker import run_worker
+
+settings = _settings("127.0.0.1:9", "redis://127.0.0.1:9")
+settings.data_dir = {str(tmp_path)!r}
+assert settings.model_process and settings.engine == "pipeline"
+_check_snapshot_key(settings)
+create_app(settings)
+print(sorted({{m.split(".")[0] for m in sys.modules if m.split(".")[0] in {MODEL_LIBRARIES!r}}}
+             | {{m for m in sys.modules if m.startswith(("streamrec.models", "streamrec.content",
+                                                        "streamrec.engine.engine",
+                                                        "streamrec.engine.build"))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_worker_joins_its_group_without_waiting_for_tables(tmp_path: Path):
+    # Faust's own table manager waits a second before the consumer may subscribe.
+    app = create_app(Settings(kafka="127.0.0.1:9", redis="redis://127.0.0.1:9",
+                              data_dir=str(tmp_path)))
+    assert isinstance(app.tables, TableManager)
+    assert not app.tables.data  # it may skip the wait only while there is no table

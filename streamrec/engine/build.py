@@ -3,24 +3,17 @@ and the student loader."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import redis.asyncio as aioredis
 
 from streamrec.config import Settings
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.engine.engine import Engine, PassthroughEngine
+from streamrec.engine.interface import worker_id
 from streamrec.engine.shared_state import SharedState
 from streamrec.models.blend import Blend
 from streamrec.snapshots.hot_swap import StudentLoader
 from streamrec.snapshots.signing import configured_key
 from streamrec.snapshots.store import SnapshotStore
-
-
-def worker_id() -> str:
-    """This process's name in the worker group: host and pid."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None = None) -> Engine:

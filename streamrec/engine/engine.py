@@ -12,64 +12,30 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
 
 from streamrec import metrics
 from streamrec.content.encoder_process import EncoderProcess
+from streamrec.engine.interface import OPS, Incoming, Outgoing, decode_one, reject
 from streamrec.engine.shared_state import SharedState
 from streamrec.models.base import Recommendation
 from streamrec.models.blend import Blend
-from streamrec.records import dead_letter
 from streamrec.records.errors import WorkerMustStop
 from streamrec.records.events import (
     Click,
     Event,
     InvalidEvent,
     View,
-    decode,
     decode_model_update,
 )
-from streamrec.records.topics import EVENT_TYPE
 from streamrec.snapshots.hot_swap import StudentLoader
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Incoming:
-    """One consumed message."""
-
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float  # producer time, seconds
-    #: The event already decoded from ``value``, or why it cannot be (the worker decodes
-    #: interactions before handing them to its model process); None: decode here.
-    decoded: Event | InvalidEvent | None = None
-    #: The partition's log end offset as the consumer last saw it (None: unknown).
-    highwater: int | None = None
-
-
-@dataclass(slots=True)
-class Outgoing:
-    """What a batch produced: lists to publish, dead letters, counts."""
-
-    recommendations: list[tuple[bytes, bytes]]
-    dead_letters: list[tuple[bytes, list[tuple[str, bytes]]]]
-    stats: dict[str, int]
-
-
 #: What a worker does when a partition's log is found behind the offsets already applied.
 OFFSET_RESET_POLICIES = ("relearn", "stop")
-
-
-def reject(msg: Incoming, reason: str, out: Outgoing) -> None:
-    out.dead_letters.append(dead_letter.entry(msg.value, reason, msg.topic, msg.partition,
-                                              msg.offset))
-    out.stats["dead_letter"] = out.stats.get("dead_letter", 0) + 1
 
 
 def decode_batch(batch: Sequence[Incoming], out: Outgoing,
@@ -84,14 +50,6 @@ def decode_batch(batch: Sequence[Incoming], out: Outgoing,
         else:
             valid.append((msg, ev))
     return valid
-
-
-def decode_one(msg: Incoming, expected: str | None = None) -> Event | InvalidEvent:
-    """``msg``'s event, or the :class:`InvalidEvent` saying why there is none."""
-    try:
-        return decode(msg.value, expected or EVENT_TYPE.get(msg.topic, "view"))
-    except InvalidEvent as exc:
-        return exc
 
 
 #: Event-loop turns a redis-py pipeline takes to be on the wire (two in redis-py 8, measured;
@@ -226,7 +184,7 @@ class Engine:
             metrics.STUDENT_REJECTED.inc(len(self.students.rejected) - rejected)
 
     #: The batch operations, each a method of the engine taking a batch of messages.
-    OPS = ("interactions", "uploads", "requests", "model_updates")
+    OPS = OPS
 
     def step(self, op: str):
         """The method that runs batches of ``op`` (one of :attr:`OPS`)."""

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from streamrec.engine.engine import Incoming, Outgoing
+from streamrec.engine.interface import Incoming, Outgoing
 from streamrec.records.events import Click, Event, InvalidEvent, View
 
 #: Events that may travel decoded (the interactions, all flat fields), and the getter of

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from streamrec.engine.engine import Engine, Incoming, Outgoing
+from streamrec.engine.interface import OPS, Incoming, Outgoing
 from streamrec.engine.runner import run_step
+
+if TYPE_CHECKING:  # annotations only: the worker imports this module, not the models
+    from streamrec.engine.engine import Engine
 
 
 class EngineHost(Protocol):
@@ -35,7 +38,7 @@ class InLoopHost:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._turns = {op: asyncio.Lock() for op in Engine.OPS}
+        self._turns = {op: asyncio.Lock() for op in OPS}
 
     async def start(self) -> None:
         await self.engine.start()

@@ -24,21 +24,24 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from streamrec import metrics
 from streamrec.clients import redis_client
 from streamrec.config import Settings
 from streamrec.embedded import die_with_parent
 from streamrec.engine import frames
-from streamrec.engine.build import build_engine
-from streamrec.engine.engine import Engine, Incoming, Outgoing, decode_one
+from streamrec.engine.interface import OPS, Incoming, Outgoing, decode_one
 from streamrec.engine.runner import run_step
-from streamrec.engine.shared_state import StateLost
 from streamrec.event_loop import install_uvloop
 from streamrec.heap import freeze_startup_objects, on_collections
-from streamrec.records.errors import WorkerMustStop
+from streamrec.records.errors import StateLost, WorkerMustStop
+
+if TYPE_CHECKING:
+    from streamrec.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class ModelProcess:
 
     async def start(self) -> None:
         """Start the child and wait until its engine has loaded the shared state."""
+        t0 = time.monotonic()
         mine, theirs = socket.socketpair()
         env = {**os.environ, SETTINGS_ENV: json.dumps(
             {"settings": dataclasses.asdict(self.settings), "worker": self.worker})}
@@ -92,6 +96,7 @@ class ModelProcess:
         except BaseException:
             await self.close(timeout_s=2.0)  # so that a retry starts afresh
             raise
+        log.info("model process ready in %.2f s", time.monotonic() - t0)
 
     def submit(self, op: str, batch: Sequence[Incoming] = ()) -> asyncio.Future:
         """Send ``batch`` to the child's ``op``; the future gets its :class:`Outgoing`.
@@ -198,7 +203,7 @@ class _Child:
     def __init__(self, engine: Engine, writer: asyncio.StreamWriter) -> None:
         self.engine = engine
         self.writer = writer
-        self.queues = {op: asyncio.Queue() for op in Engine.OPS}
+        self.queues = {op: asyncio.Queue() for op in OPS}
         #: (generation, seconds) of the collections since the last reply, which carries them
         #: to the worker's /metrics (bounded, should replies stop for long).
         self.gc_pauses: deque[tuple[int, float]] = deque(maxlen=10_000)
@@ -262,7 +267,7 @@ class _Child:
         return op != "close"
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
-        runners = [asyncio.create_task(self.run_batches(op)) for op in Engine.OPS]
+        runners = [asyncio.create_task(self.run_batches(op)) for op in OPS]
         try:
             while True:
                 try:
@@ -283,6 +288,10 @@ class _Child:
 
 
 async def _serve(fd: int, settings: Settings, worker: str) -> None:
+    # Only this process imports the models (torch, river): the worker imports this module
+    # for its side of the socket and must not pay for them (see engine/interface.py).
+    from streamrec.engine.build import build_engine
+
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_connection(sock=sock)
     redis = redis_client(settings)

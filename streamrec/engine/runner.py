@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import redis.exceptions
 
 from streamrec import metrics
-from streamrec.engine.engine import Incoming, Outgoing, reject
+from streamrec.engine.interface import Incoming, Outgoing, reject
 from streamrec.records import dead_letter
 from streamrec.records.errors import WorkerMustStop
 from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS

@@ -44,7 +44,7 @@ import redis.asyncio as aioredis
 from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.models.blend import Blend
 from streamrec.models.popularity import EPOCH_HALF_LIVES
-from streamrec.records.errors import WorkerMustStop
+from streamrec.records.errors import StateLost
 
 #: Users whose state a worker keeps in memory by default; the least recently active beyond
 #: it are dropped and reloaded from Redis when they return (~11 KB each in the model process,
@@ -151,10 +151,6 @@ for _, group in ipairs(cjson.decode(ARGV[2])) do
 end
 return 1
 """
-
-
-class StateLost(WorkerMustStop):
-    """The shared state this worker loaded is no longer in Redis."""
 
 
 class SharedState:

@@ -9,5 +9,9 @@ class WorkerMustStop(RuntimeError):
     acknowledged, and the worker stops with this reason (exit code 1)."""
 
 
+class StateLost(WorkerMustStop):
+    """The shared state this worker loaded is no longer in Redis."""
+
+
 class SnapshotError(RuntimeError):
     """A snapshot that is missing, corrupt, truncated or not what its manifest says."""

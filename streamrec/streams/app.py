@@ -16,18 +16,16 @@ from streamrec import metrics, security
 from streamrec.clients import redis_client
 from streamrec.config import Settings
 from streamrec.embedded import free_port
-from streamrec.engine.build import build_engine, worker_id
 from streamrec.engine.host import EngineHost, InLoopHost
+from streamrec.engine.interface import worker_id
 from streamrec.engine.model_process import ModelProcess, ModelProcessError
-from streamrec.engine.naive import NaivePipeline
 from streamrec.engine.runner import pipelined
-from streamrec.engine.shared_state import StateLost
 from streamrec.records import dead_letter, topics
-from streamrec.records.errors import WorkerMustStop
+from streamrec.records.errors import StateLost, WorkerMustStop
 from streamrec.streams.batching import MicroBatches
 from streamrec.streams.credentials import broker_credentials
 from streamrec.streams.scheduling import EventTimeScheduling
-from streamrec.streams.transport import App
+from streamrec.streams.transport import App, TableManager
 from streamrec.streams.web_auth import web_application_options
 
 log = logging.getLogger(__name__)
@@ -75,6 +73,8 @@ def create_app(settings: Settings) -> App:
         # Records merged by timestamp across partitions and topics, not round-robin: a
         # session's views and clicks then share a micro-batch (streams/scheduling.py).
         ConsumerScheduler=EventTimeScheduling,
+        # No table and every agent defined by now: the group join need not wait a second.
+        TableManager=TableManager,
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     redis = redis_client(settings)
@@ -96,6 +96,8 @@ def create_app(settings: Settings) -> App:
             "engine": settings.engine, "web": f"http://{settings.web_host}:{app.conf.web_port}"}))
 
     if settings.engine == "naive":
+        from streamrec.engine.naive import NaivePipeline  # river: only this engine needs it
+
         naive = NaivePipeline(redis, settings.app_id, settings.top_k)
 
         @app.agent(topic(topics.VIEWS, topics.CLICKS, topics.UPLOADS), name="naive")
@@ -124,8 +126,13 @@ def create_app(settings: Settings) -> App:
         asyncio.get_running_loop().call_later(MODEL_GONE_EXIT_S, os._exit, 1)
         asyncio.ensure_future(app.crash(exc))
 
-    host = (ModelProcess(settings, worker_id(), on_gone=stop_worker) if settings.model_process
-            else InLoopHost(build_engine(settings, redis)))
+    if settings.model_process:
+        # The models live in the child: this process never imports them (engine/interface.py).
+        host = ModelProcess(settings, worker_id(), on_gone=stop_worker)
+    else:
+        from streamrec.engine.build import build_engine
+
+        host = InLoopHost(build_engine(settings, redis))
 
     async def ensure_started() -> None:
         # Once, however many agents ask at the same time; after a failure (Redis down), the
