@@ -166,6 +166,17 @@ async def collect_lists(settings: Settings, lists: Lists, stop: asyncio.Event,
             await consumer.stop()
 
 
+async def quiet(lists: Lists, for_s: float, timeout_s: float) -> None:
+    """Wait until no list has come for ``for_s`` (the reader may lag behind the workers, more
+    so just after the broker restarted), at most ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = lists.seen[-1][0] if lists.seen else 0.0
+        if time.monotonic() - last >= for_s:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def learned(r: aioredis.Redis) -> int:
     return (await read_stats(r, APP)).get("learned", 0)
 
@@ -335,7 +346,7 @@ async def main(args) -> dict:
                   f"{len(faults)} faults", flush=True)
             await send_all(events, rt, group, lists, faults, r, args)
             drained = await wait_learned(r, want["interactions"], args.drain_timeout)
-            await asyncio.sleep(2.0)  # the last lists
+            await quiet(lists, 3.0, 30.0)  # the last lists
             state = await compare(r, want)
         finally:
             stop.set()
