@@ -299,7 +299,7 @@ async def compare(r: aioredis.Redis, want: dict) -> dict:
         abs(got_pop.get(i, 0.0) - w) > 1e-6 * max(1.0, w) for i, w in want["popularity"].items()))
     seen_off = 0
     for user, items in want["seen"].items():
-        stored = {i.decode() for i in await r.zrange(f"{APP}:seen:{user}", 0, -1)}
+        stored = {i.decode() for i in await r.lrange(f"{APP}:seen:{user}", 0, -1)}
         if len(items) <= MAX_SEEN and stored != items:
             seen_off += 1
     registered = {k.decode() for k in await r.hkeys(f"{APP}:items")}

@@ -37,8 +37,8 @@ async def snapshot(r: aioredis.Redis, prefix: str) -> dict:
         elif kind == "hash":
             out[name] = {k: round(float(v), 9) if ":pop:" in name else v
                          for k, v in (await r.hgetall(key)).items()}
-        elif kind == "set":  # users' clicked items
-            out[name] = await r.smembers(key)
+        elif kind == "list":  # users' seen and clicked items
+            out[name] = await r.lrange(key, 0, -1)
         elif kind == "string":  # user states, the co-visitation epoch
             out[name] = await r.get(key)
     return out

@@ -20,9 +20,10 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
     {p}:user:{user}        JSON user state (recent items, activity, latent vector, content
                            and tag profiles), expiring after ``user_ttl_s`` without events
-    {p}:seen:{user}        zset item -> order: what the user viewed or clicked (the latest
-                           ``max_seen`` at least), appended to, never rewritten; same expiry
-    {p}:clicked:{user}     set of the items among those the user clicked; same expiry
+    {p}:seen:{user}        list of the items the user viewed or clicked, oldest first (the
+                           latest ``max_seen`` at least), appended to, never rewritten; same
+                           expiry
+    {p}:clicked:{user}     list of the items the user clicked, the same way
     {p}:offsets            hash "topic:partition" -> last applied offset
     {p}:ranker             JSON ranker state (weights and scaler statistics)
     {p}:stats              hash of counters (events, recommendations, dead letters)
@@ -56,37 +57,28 @@ USER_TTL_S = 30 * 86400.0
 #: Writes the state of a batch's users in one round trip: the small JSON part whole, what they
 #: saw and clicked as a delta, so a user with a long history costs the same as a new one.
 #: ARGV: prefix, max seen, TTL in seconds (0: none), JSON [[user, [seen...], [clicked...]], ...],
-#: then one JSON state per user. Seen items keep their first order (ZADD NX), so a resend after
-#: a failed write changes nothing; past twice ``max seen`` the oldest are dropped with their
-#: clicks.
+#: then one JSON state per user. Lists, which Redis keeps compact (a sorted set and a set took
+#: 4.5x the memory); a resend after a failed write may repeat items, which reading ignores.
+#: Past twice ``max seen`` entries a list keeps its latest ``max seen``.
 WRITE_USERS = """
 local p, cap, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for n, d in ipairs(cjson.decode(ARGV[4])) do
-  local user, seen, clicked = d[1], d[2], d[3]
-  local key, zkey, ckey = p .. ":user:" .. user, p .. ":seen:" .. user, p .. ":clicked:" .. user
+  local user = d[1]
+  local key = p .. ":user:" .. user
   if ttl > 0 then
     redis.call("SET", key, ARGV[4 + n], "EX", ttl)
   else
     redis.call("SET", key, ARGV[4 + n])
   end
-  if #clicked > 0 then redis.call("SADD", ckey, unpack(clicked)) end
-  if #seen > 0 then
-    local last = redis.call("ZRANGE", zkey, -1, -1, "WITHSCORES")
-    local order = last[2] and tonumber(last[2]) or 0
-    for i, item in ipairs(seen) do
-      redis.call("ZADD", zkey, "NX", order + i, item)
+  for part, kind in ipairs({"seen", "clicked"}) do
+    local lkey, items = p .. ":" .. kind .. ":" .. user, d[part + 1]
+    for i = 1, #items, 1000 do
+      redis.call("RPUSH", lkey, unpack(items, i, math.min(i + 999, #items)))
     end
-    if redis.call("ZCARD", zkey) > 2 * cap then
-      local old = redis.call("ZRANGE", zkey, 0, -(cap + 1))
-      for i = 1, #old, 5000 do
-        redis.call("SREM", ckey, unpack(old, i, math.min(i + 4999, #old)))
-      end
-      redis.call("ZREMRANGEBYRANK", zkey, 0, -(cap + 1))
+    if #items > 0 and redis.call("LLEN", lkey) > 2 * cap then
+      redis.call("LTRIM", lkey, -cap, -1)
     end
-  end
-  if ttl > 0 then
-    redis.call("EXPIRE", zkey, ttl)
-    redis.call("EXPIRE", ckey, ttl)
+    if ttl > 0 then redis.call("EXPIRE", lkey, ttl) end
   end
 end
 return 1
@@ -99,8 +91,8 @@ local p, out = ARGV[1], {}
 for i = 2, #ARGV do
   local u = ARGV[i]
   out[i - 1] = {redis.call("GET", p .. ":user:" .. u),
-                redis.call("ZRANGE", p .. ":seen:" .. u, 0, -1),
-                redis.call("SMEMBERS", p .. ":clicked:" .. u)}
+                redis.call("LRANGE", p .. ":seen:" .. u, 0, -1),
+                redis.call("LRANGE", p .. ":clicked:" .. u, 0, -1)}
 end
 return out
 """
@@ -278,7 +270,7 @@ class SharedState:
             state["g"], state["gt"] = {names[t]: w for t, w in weights.items()}, ts
         return orjson.dumps(state)
 
-    def _user_changes(self, users: set[str], journal: dict[str, list[tuple[int, bool]]]
+    def _user_changes(self, users: set[str], journal: dict[str, list[tuple[int, bool, bool]]]
                       ) -> tuple[list, list[bytes]]:
         """What WRITE_USERS takes for ``users`` and those in the blend's ``journal``: their new
         seen and clicked items, and their JSON states."""
@@ -286,8 +278,8 @@ class SharedState:
         deltas, states = [], []
         for u in users | journal.keys():
             changes = journal.get(u, ())
-            deltas.append([u, [ids[j] for j, _ in changes],
-                           list({ids[j] for j, clicked in changes if clicked})])
+            deltas.append([u, [ids[j] for j, _, new in changes if new],
+                           list(dict.fromkeys(ids[j] for j, clicked, _ in changes if clicked))])
             states.append(self._user_state(u))
         return deltas, states
 
@@ -303,7 +295,7 @@ class SharedState:
             if b.journal is not None:  # moved there by the next write-back
                 done = set(clicked)
                 b.journal.setdefault(user, []).extend(
-                    (cat.add(i, 0.0), i in done) for i in seen)
+                    (cat.add(i, 0.0), i in done, True) for i in seen)
         for i in seen:
             b.mark_seen(user, cat.add(i.decode() if isinstance(i, bytes) else i, 0.0))
         b.clicked[user] = {cat.add(i.decode() if isinstance(i, bytes) else i, 0.0)
@@ -486,7 +478,8 @@ class SharedState:
         return self._execute(pipe, in_doubt, vectors, users, journal, offsets, counters)
 
     async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
-                       journal: dict[str, list[tuple[int, bool]]], offsets: dict[str, int],
+                       journal: dict[str, list[tuple[int, bool, bool]]],
+                       offsets: dict[str, int],
                        counters: dict[str, int]) -> list:
         try:
             results = await pipe.execute()

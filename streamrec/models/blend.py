@@ -335,13 +335,13 @@ class Blend(RecordsChanges):
     def record_interaction(self, user: str, j: int, clicked: bool) -> None:
         """Book ``user``'s view or click of item ``j``: seen (never recommended again), clicked,
         one more event of activity, and in the journal a write-back takes
-        (:meth:`take_changes`)."""
-        self.mark_seen(user, j)
+        (:meth:`take_changes`): ``(j, clicked, first time seen)``."""
+        new = self.mark_seen(user, j)
         if clicked:
             self.clicked.setdefault(user, set()).add(j)
         self.activity[user] = self.activity.get(user, 0) + 1
         if self.journal is not None:
-            self.journal.setdefault(user, []).append((j, clicked))
+            self.journal.setdefault(user, []).append((j, clicked, new))
 
     def forget_user(self, user: str) -> None:
         """Drop everything held about ``user`` here and in every source: they are then served
@@ -359,12 +359,12 @@ class Blend(RecordsChanges):
         self.seen.pop(user, None)
         self._seen_idx.pop(user, None)
 
-    def mark_seen(self, user: str, j: int) -> None:
+    def mark_seen(self, user: str, j: int) -> bool:
         """Never recommend item ``j`` to ``user`` again (kept as a set and, for building the
-        batch's exclusion mask quickly, as a growing index array)."""
+        batch's exclusion mask quickly, as a growing index array); whether it is new."""
         seen = self.seen.setdefault(user, set())
         if j in seen:
-            return
+            return False
         seen.add(j)
         n, arr = self._seen_idx.get(user, (0, np.empty(8, dtype=np.int64)))
         if n == 2 * self.max_seen:  # keep the latest max_seen: trimming in bulk stays O(1)
@@ -377,6 +377,7 @@ class Blend(RecordsChanges):
             arr = np.concatenate([arr, np.empty(n, dtype=np.int64)])
         arr[n] = j
         self._seen_idx[user] = (n + 1, arr)
+        return True
 
     def seen_items(self, user: str) -> np.ndarray:
         """Indices of the items ``user`` has viewed or clicked, oldest first."""
