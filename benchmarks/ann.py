@@ -44,6 +44,7 @@ import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -185,7 +186,20 @@ class Hnswlib:
             return os.path.getsize(f.name)
 
 
-class FaissHNSW:
+class FaissIndex:
+    """What faiss's indexes share: the search call and the size of the serialised index."""
+
+    index: Any
+    faiss: Any
+
+    def search(self, q, k):
+        return self.index.search(q, k)[1]
+
+    def nbytes(self) -> int:
+        return self.faiss.serialize_index(self.index).nbytes
+
+
+class FaissHNSW(FaissIndex):
     name = "faiss-hnsw"
     kind = "ann"
     knob = "ef"
@@ -219,14 +233,8 @@ class FaissHNSW:
     def set_knob(self, value) -> None:
         self.index.hnsw.efSearch = value
 
-    def search(self, q, k):
-        return self.index.search(q, k)[1]
 
-    def nbytes(self) -> int:
-        return self.faiss.serialize_index(self.index).nbytes
-
-
-class FaissIVF:
+class FaissIVF(FaissIndex):
     name = "faiss-ivf"
     kind = "ann"
     knob = "nprobe"
@@ -267,12 +275,6 @@ class FaissIVF:
 
     def set_knob(self, value) -> None:
         self.index.nprobe = value
-
-    def search(self, q, k):
-        return self.index.search(q, k)[1]
-
-    def nbytes(self) -> int:
-        return self.faiss.serialize_index(self.index).nbytes
 
 
 class Usearch:

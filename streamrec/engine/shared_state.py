@@ -296,10 +296,12 @@ class SharedState:
                 done = set(clicked)
                 b.journal.setdefault(user, []).extend(
                     (cat.add(i, 0.0), i in done, True) for i in seen)
+        def index(item: bytes | str) -> int:  # bytes from Redis, str from a whole state
+            return cat.add(item.decode() if isinstance(item, bytes) else item, 0.0)
+
         for i in seen:
-            b.mark_seen(user, cat.add(i.decode() if isinstance(i, bytes) else i, 0.0))
-        b.clicked[user] = {cat.add(i.decode() if isinstance(i, bytes) else i, 0.0)
-                           for i in clicked}
+            b.mark_seen(user, index(i))
+        b.clicked[user] = {index(i) for i in clicked}
         b.activity[user] = int(d.get("n", 0))
         if self.co is not None:
             self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),
