@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
+from streamrec.models.candidates import EXACT_BELOW, DenseScores, SourceScores
 from streamrec.models.catalog import Catalog
 
 
@@ -40,37 +40,6 @@ def top_k(scores: np.ndarray, k: int, exclude: Iterable[int] = (), floor: float 
         return np.empty(0, dtype=np.int64)
     part = np.argpartition(-s, k - 1)[:k] if k < len(s) else np.arange(len(s))
     return part[np.argsort(-s[part], kind="stable")]
-
-
-def head_by_score(scores: np.ndarray, h: int) -> np.ndarray:
-    """The ``h`` highest-scoring indices, best first, ties in index order: the head of
-    ``np.argsort(-scores, kind="stable")`` without sorting the rest (ties at the cut aside).
-
-    >>> head_by_score(np.array([0.5, 0.9, 0.5, 0.1]), 3).tolist()
-    [1, 0, 2]
-    """
-    if h >= len(scores):
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(-scores, h - 1)[:h]
-    return part[np.lexsort((part, -scores[part]))]
-
-
-def smallest_per_row(a: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's ``k`` smallest values, in no particular order (ties at the
-    cut broken either way): ``np.argpartition(a, k - 1, axis=1)[:, :k]``, through
-    ``torch.topk``, which selects 2.5-5x faster than numpy's introselect on float32 rows of a
-    few thousand columns (measured on one core, 30-100 rows of 2,600; ``benchmarks/ranking.py``).
-
-    >>> sorted(smallest_per_row(np.array([[3.0, 1.0, 2.0], [0.0, 5.0, -1.0]]), 2)[0].tolist())
-    [1, 2]
-    """
-    if k >= a.shape[1]:
-        return np.broadcast_to(np.arange(a.shape[1]), a.shape)
-    if torch.get_num_threads() > 1:
-        # Between numpy calls, torch's idle OpenMP threads made each call 10x slower on 2
-        # cores (measured): the worker runs torch on one thread (streamrec/cli.py).
-        return np.argpartition(a, k - 1, axis=1)[:, :k]
-    return torch.topk(torch.from_numpy(a), k, dim=1, largest=False, sorted=False).indices.numpy()
 
 
 class RecordsChanges:
@@ -108,6 +77,9 @@ class CandidateSource:
     floor = 0.0
     #: Whether the blend also takes this source's best items among those nobody has clicked.
     proposes_cold = False
+    #: From this catalogue size on, sources that can propose without scoring every item do
+    #: (:meth:`scores_for`).
+    exact_below = EXACT_BELOW
 
     @property
     def active(self) -> bool:
@@ -147,6 +119,16 @@ class CandidateSource:
         """``score_all`` for several users at once (users x catalogue); sources override it
         with one vectorised computation."""
         return np.stack([self.score_all(u, now) for u in users]) if users else np.zeros((0, 0))
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        """The batch's view of this source's scores for ``users``
+        (:mod:`streamrec.models.candidates`): by default :meth:`score_many` as a matrix;
+        sources that can propose without scoring the catalogue override it for large ones."""
+        return DenseScores(self.score_many(users, now), self.floor)
+
+    def dense_at(self, n: int) -> bool:
+        """Whether :meth:`scores_for` computes a users x catalogue matrix at ``n`` items."""
+        return True
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
                   now: float = 0.0) -> list[Recommendation]:

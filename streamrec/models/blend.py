@@ -7,12 +7,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from streamrec.models.base import (
-    CandidateSource,
-    Recommendation,
-    RecordsChanges,
-    head_by_score,
-    smallest_per_row,
+from streamrec.models.base import CandidateSource, Recommendation, RecordsChanges
+from streamrec.models.candidates import (
+    DENSE_CELLS,
+    Banned,
+    SharedScores,
+    SourceScores,
+    best_of_block,
 )
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
@@ -126,7 +127,8 @@ class Blend(RecordsChanges):
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
                  max_offers: int = 20_000, cold_per_source: int = 5, new_item_slots: int = 6,
-                 new_pool: int = 40, max_seen: int = MAX_SEEN, seed: int = 0) -> None:
+                 new_pool: int = 40, max_seen: int = MAX_SEEN, cold_pool: int = 10_000,
+                 seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         if sources is None:
             sources = [DecayedPopularity(self.catalog), Trending(self.catalog),
@@ -165,6 +167,7 @@ class Blend(RecordsChanges):
         self.new_slots = NewItemSlots(new_item_slots) \
             if new_item_slots and "content" in self.sources else None
         self.new_pool = new_pool
+        self.cold_pool = cold_pool
 
     # ---- features -------------------------------------------------------------------------
 
@@ -175,79 +178,58 @@ class Blend(RecordsChanges):
         return {name: s.ranked_all(now) for name, s in self.sources.items()
                 if name in USER_INDEPENDENT}
 
-    def _proposals(self, users: Sequence[str], banned: np.ndarray, now: float,
+    def _proposals(self, users: Sequence[str], banned: Banned, now: float,
                    shared: dict[str, tuple[np.ndarray, np.ndarray | None]]):
         """Each source's top ``per_source`` allowed items for every user, as flat arrays of
-        (user row, item, source column), and each source's users x catalogue scores."""
-        U, n = banned.shape
+        (user row, item, source column), and each source's scores for the batch's users."""
+        U, n = banned.users, banned.n
         P = min(self.per_source, n)
         rows_, items_, cols_ = [], [], []
-        values: dict[str, np.ndarray] = {}
+        values: dict[str, SourceScores] = {}
         for col, (name, src) in enumerate(self.sources.items()):
             if not src.active:
                 continue
             if name in shared:
                 v, order = shared[name]
-                values[name] = np.broadcast_to(v, (U, n))
-                h = min(n, P + int(banned.sum(axis=1).max()))
-                head = order[:h] if order is not None else head_by_score(v, h)
-                ok = ~banned[:, head] & (v[head] > src.floor)
-                ok &= np.cumsum(ok, axis=1) <= P
-                r, c = np.nonzero(ok)
-                rows_.append(r)
-                items_.append(head[c])
+                sc = values[name] = SharedScores(v, order, src.floor, U)
             else:
-                S = values[name] = src.score_many(users, now)
-                # The smallest P of the negated scores, in float32: 4x faster than the largest
-                # P in float64 on rows that are mostly zeros (measured). Sources return
-                # ordinary magnitudes (decayed to now), so float32 neither overflows nor ties.
-                neg = np.negative(S, dtype=np.float32)
-                np.putmask(neg, banned, np.inf)
-                top = smallest_per_row(neg, P)
-                r = np.repeat(np.arange(U), top.shape[1])
-                t = top.ravel()
-                keep = ~banned[r, t] & (S[r, t] > src.floor)
-                rows_.append(r[keep])
-                items_.append(t[keep])
-                if src.proposes_cold and self.cold_per_source:
-                    r, t = self._cold_proposals(neg, S, r[keep], t[keep], src.floor)
-                    rows_[-1] = np.concatenate([rows_[-1], r])
-                    items_[-1] = np.concatenate([items_[-1], t])
-            cols_.append(np.full(len(rows_[-1]), col))
+                sc = values[name] = src.scores_for(users, now)
+            r, t = sc.top(P, banned)
+            if src.proposes_cold and self.cold_per_source:
+                rc, tc = self._cold_proposals(sc, banned, r, t)
+                r, t = np.concatenate([r, rc]), np.concatenate([t, tc])
+            rows_.append(r)
+            items_.append(t)
+            cols_.append(np.full(len(r), col))
         return np.concatenate(rows_), np.concatenate(items_), np.concatenate(cols_), values
 
-    def _cold_proposals(self, neg: np.ndarray, S: np.ndarray, r: np.ndarray, t: np.ndarray,
-                        floor: float) -> tuple[np.ndarray, np.ndarray]:
-        """A source's best ``cold_per_source`` items per user among those nobody has clicked,
-        beside the ``(r, t)`` pairs it proposed already. ``neg``: its negated scores with the
-        banned items at +inf. Without these, a catalogue's warm items crowd the cold ones out
-        of the source's top: a cold click's item was then rarely a candidate (measured on the
-        synthetic world: a fifth of them)."""
-        U, n = neg.shape
-        cold = np.flatnonzero(self.item_counts.unclicked()[:n])
-        P = min(self.cold_per_source, len(cold))
-        if P == 0:
+    def _cold_proposals(self, sc: SourceScores, banned: Banned, r: np.ndarray, t: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """A source's best ``cold_per_source`` items per user among those nobody has clicked
+        (the latest ``cold_pool`` of them), beside the ``(r, t)`` pairs it proposed already.
+        Without these, a catalogue's warm items crowd the cold ones out of the source's top: a
+        cold click's item was then rarely a candidate (measured on the synthetic world: a fifth
+        of them)."""
+        n = banned.n
+        cold = np.flatnonzero(self.item_counts.unclicked()[:n])[-self.cold_pool:]
+        if not len(cold) or not self.cold_per_source:
             return r[:0], t[:0]
-        sub = neg[:, cold]  # a copy, over the cold columns only (a minority, once warm)
         where = np.full(n, -1)
         where[cold] = np.arange(len(cold))
+        mask = banned.block(cold)
         mine = where[t] >= 0
-        sub[r[mine], where[t[mine]]] = np.inf  # proposed already
-        top = smallest_per_row(sub, P)
-        r = np.repeat(np.arange(U), top.shape[1])
-        t = top.ravel()
-        keep = np.isfinite(sub[r, t])
-        t = cold[t]
-        keep &= S[r, t] > floor
-        return r[keep], t[keep]
+        mask[r[mine], where[t[mine]]] = True  # proposed already
+        rc, c = best_of_block(sc.block(cold), self.cold_per_source, mask, sc.floor)
+        return rc, cold[c]
 
     def _features(self, users: Sequence[str], rows: np.ndarray, idx: np.ndarray,
-                  starts: np.ndarray, values: dict[str, np.ndarray], now: float) -> np.ndarray:
+                  starts: np.ndarray, values: dict[str, SourceScores], now: float
+                  ) -> np.ndarray:
         """Features of candidate pairs (``rows[i]``'s user, item ``idx[i]``), grouped by row;
         ranks and shares are taken within each user's candidates."""
         U = len(users)
         X = np.zeros((len(idx), len(FEATURES)))
-        at = {name: v[rows, idx] for name, v in values.items()}
+        at = {name: v.pairs(rows, idx) for name, v in values.items()}
         pos = np.arange(len(idx)) - starts[rows]
         counts = np.bincount(rows, minlength=U)
         for name, col in RANK_COLUMNS.items():
@@ -418,6 +400,18 @@ class Blend(RecordsChanges):
 
     # ---- recommending ---------------------------------------------------------------------
 
+    def dense_for(self, n: int) -> bool:
+        """Whether some active source scores the whole catalogue of ``n`` items per user."""
+        return any(s.active and s.dense_at(n) for name, s in self.sources.items()
+                   if name not in USER_INDEPENDENT)
+
+    def search_exactly_below(self, n: int) -> None:
+        """Catalogue size from which the sources propose through indexes rather than by
+        scoring every item (:data:`~streamrec.models.vector_search.EXACT_BELOW` by default);
+        tests set it low to compare both on a small catalogue."""
+        for s in self.sources.values():
+            s.exact_below = n
+
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (), now: float = 0.0,
                   *, shared: dict | None = None) -> list[Recommendation]:
         """The ``k`` best unseen items for ``user``, each with the sources that proposed it."""
@@ -433,7 +427,8 @@ class Blend(RecordsChanges):
         if n == 0 or not users:
             return [[] for _ in users]
         shared = self.shared_scores(now) if shared is None else shared
-        chunk = max(1, 4_000_000 // n)  # bounds the users x catalogue matrices
+        # Bounds the users x catalogue matrices, where sources still compute them.
+        chunk = max(1, DENSE_CELLS // n) if self.dense_for(n) else 1024
         out: list[list[Recommendation]] = []
         for a in range(0, len(users), chunk):
             out += self._recommend_chunk(users[a:a + chunk], k, now, shared,
@@ -442,12 +437,12 @@ class Blend(RecordsChanges):
 
     def _recommend_chunk(self, users, k, now, shared, exclude) -> list[list[Recommendation]]:
         n, U = len(self.catalog), len(users)
-        banned = np.zeros((U, n), dtype=bool)
         index = self.catalog.index
-        for r, user in enumerate(users):
-            banned[r, self.seen_items(user)] = True
-            if exclude and exclude[r]:
-                banned[r, [index[i] for i in exclude[r] if i in index]] = True
+        banned = Banned(n, [
+            np.concatenate([self.seen_items(user),
+                            np.array([index[i] for i in exclude[r] if i in index], np.int64)])
+            if exclude and exclude[r] else self.seen_items(user)
+            for r, user in enumerate(users)])
         rows, items, cols, values = self._proposals(users, banned, now, shared)
         # Unique (user, item) pairs, grouped by user; a bit per proposing source.
         keys, inverse = np.unique(rows * n + items, return_inverse=True)

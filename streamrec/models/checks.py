@@ -122,6 +122,47 @@ def check_a_forgotten_user_is_a_new_user(make: Factory) -> None:
     assert {u: model.recommend(u, 10, (), NOW) for u in others} == before
 
 
+def check_retrieval_agrees_with_whole_catalogue(make: Factory) -> None:
+    """Scored as if the catalogue were too large to score whole (``exact_below`` 0: indexes,
+    sparse and incremental paths), a source gives every pair the score the whole-catalogue
+    path gives it and proposes the same best items (the check's catalogue is small enough
+    for its index to be exact), and a blend gives the same lists."""
+    model = make(0)
+    history = feed(model)
+    users = sorted(history) + ["a-new-user"]
+    if hasattr(model, "search_exactly_below"):
+        before = [model.recommend(u, 10, (), NOW) for u in users]
+        model.search_exactly_below(0)
+        after = [model.recommend(u, 10, (), NOW) for u in users]
+        same = np.mean([len({r.item_id for r in a} & {r.item_id for r in b}) / max(len(a), 1)
+                        for a, b in zip(before, after)])
+        assert same >= 0.9, f"retrieval lists share {same:.0%} of the whole-catalogue lists"
+        return
+    if not hasattr(model, "scores_for") or not model.active:
+        return
+    from streamrec.models.candidates import Banned
+
+    n = len(model.catalog)
+    whole = model.scores_for(users, NOW)
+    model.exact_below = 0
+    large = model.scores_for(users, NOW)
+    rows = np.repeat(np.arange(len(users)), n)
+    items = np.tile(np.arange(n), len(users))
+    expected = np.asarray(whole.pairs(rows, items), np.float64)
+    got = np.asarray(large.pairs(rows, items), np.float64)
+    assert np.allclose(np.where(np.isfinite(expected), expected, -1e9),
+                       np.where(np.isfinite(got), got, -1e9), rtol=1e-4, atol=1e-5), model.name
+    nothing = Banned(n, [np.empty(0, np.int64)] * len(users))
+    for k in (1, 5):
+        for sc in (whole, large):
+            r, t = sc.top(k, nothing)
+            best = [sorted(expected.reshape(len(users), n)[u][t[r == u]].round(4).tolist())
+                    for u in range(len(users))]
+            if sc is whole:
+                want = best
+        assert best == want, f"{model.name} proposes other items at k={k}"
+
+
 def check_docstring_example(make: Factory) -> None:
     """The model's class documents itself with an example (run by the doctests)."""
     cls = type(make(0))
@@ -132,7 +173,8 @@ def check_docstring_example(make: Factory) -> None:
 
 CHECKS = [check_unseen_users_and_items, check_lists_are_well_formed,
           check_excluded_items_are_never_proposed, check_deterministic_under_a_seed,
-          check_a_forgotten_user_is_a_new_user, check_docstring_example]
+          check_a_forgotten_user_is_a_new_user, check_retrieval_agrees_with_whole_catalogue,
+          check_docstring_example]
 
 
 def check_model(make: Factory) -> None:

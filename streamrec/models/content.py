@@ -19,7 +19,9 @@ from streamrec.content.fusion import (
 )
 from streamrec.models.base import CandidateSource
 from streamrec.models.catalog import Catalog
+from streamrec.models.candidates import SourceScores
 from streamrec.models.index import EmbeddingIndex
+from streamrec.models.vector_search import VectorScores
 
 
 class ContentSource(CandidateSource):
@@ -201,3 +203,14 @@ class ContentSource(CandidateSource):
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        n = len(self.catalog)
+        if self.dense_at(n):
+            return super().scores_for(users, now)
+        P = self._queries(users)
+        return VectorScores(P, self.index.centred, self.index.valid(n), n, self.index.ann,
+                            P.any(axis=1))

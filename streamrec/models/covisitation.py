@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
 from streamrec.models.base import CandidateSource, RecordsChanges
+from streamrec.models.candidates import SourceScores, SparseScores
 from streamrec.models.catalog import Catalog, grow_rows
 from streamrec.models.neighbours import NeighbourList
 from streamrec.models.popularity import epoch_of
@@ -119,10 +121,10 @@ class CoVisitation(RecordsChanges, CandidateSource):
         """Replace item ``j``'s neighbours (raw weights), e.g. with the shared copy."""
         self.neighbours[j] = NeighbourList.from_pairs(idx, w)
 
-    def score_many(self, users, now: float = 0.0) -> np.ndarray:
-        """All users' scores in one ``bincount`` over (user, neighbour) cells."""
-        n = len(self.catalog)
-        idx_parts, w_parts, offsets, factors = [], [], [], []
+    def _cells(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every (user row, neighbour item, raw weight) the users' recent items contribute, a
+        neighbour's weight divided by how far back its item is; repeated cells add up."""
+        idx_parts, w_parts, rows, factors = [], [], [], []
         for r, user in enumerate(users):
             for dist, j in enumerate(reversed(self.recent.get(user, ())), start=1):
                 nb = self.neighbours.get(j)
@@ -130,29 +132,52 @@ class CoVisitation(RecordsChanges, CandidateSource):
                     idx, w = nb.arrays()
                     idx_parts.append(idx)
                     w_parts.append(w)
-                    offsets.append(r * n)
+                    rows.append(r)
                     factors.append(1.0 / dist)
         if not idx_parts:
-            return np.zeros((len(users), n))
-        # Per-list offsets and 1/distance factors applied once over the concatenation.
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0)
+        # Per-list rows and 1/distance factors applied once over the concatenation.
         sizes = np.fromiter(map(len, idx_parts), np.int64, len(idx_parts))
-        cells = np.concatenate(idx_parts) + np.repeat(np.array(offsets, np.int64), sizes)
         weights = np.concatenate(w_parts) * np.repeat(np.array(factors), sizes)
-        S = np.bincount(cells, weights, minlength=len(users) * n).reshape(len(users), n)
-        # Raw weights are relative to the epoch (up to 2**512); decayed to ``now`` they are
-        # ordinary magnitudes, which float32 selection downstream needs.
+        return np.repeat(np.array(rows, np.int64), sizes), np.concatenate(idx_parts), weights
+
+    def _scale(self, items: np.ndarray, now: float) -> np.ndarray | float:
+        """What turns raw weights of ``items`` into scores at ``now``: the decay (raw weights
+        are relative to the epoch, up to 2**512; decayed they are ordinary magnitudes, which
+        float32 selection downstream needs) and the popularity damping."""
         decay = 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s) \
             if self.epoch is not None else 1.0
-        if self.popularity_damping:
-            self._count = grow_rows(self._count, n)
-            count = self._count[:n] * decay
-            # An item with no count has no neighbour weight either: its damping is irrelevant.
-            damping = np.zeros(n)
-            np.power(count, -self.popularity_damping, out=damping, where=count > 1e-300)
-            S *= damping * decay
-        else:
-            S *= decay
+        if not self.popularity_damping:
+            return decay
+        self._count = grow_rows(self._count, len(self.catalog))
+        count = self._count[items] * decay
+        # An item with no count has no neighbour weight either: its damping is irrelevant.
+        damping = np.zeros(len(items))
+        np.power(count, -self.popularity_damping, out=damping, where=count > 1e-300)
+        return damping * decay
+
+    def score_many(self, users, now: float = 0.0) -> np.ndarray:
+        """All users' scores in one ``bincount`` over (user, neighbour) cells."""
+        n = len(self.catalog)
+        rows, items, weights = self._cells(users)
+        if not len(rows):
+            return np.zeros((len(users), n))
+        S = np.bincount(rows * n + items, weights, minlength=len(users) * n
+                        ).reshape(len(users), n)
+        S *= self._scale(np.arange(n), now)
         return S
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        n = len(self.catalog)
+        if self.dense_at(n):
+            return super().scores_for(users, now)
+        rows, items, weights = self._cells(users)
+        return SparseScores(rows, items, weights * self._scale(items, now), n, len(users),
+                            self.floor)
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]

@@ -47,8 +47,12 @@ class Freshness(CandidateSource):
         enters, since an item's time is set once. Items that appeared at or after ``now`` all
         score 1 and lead, in index order; the order of items too old to score is irrelevant."""
         fs = self.catalog.first_seen
-        if len(self._by_time) != len(fs):
-            self._by_time = np.argsort(-fs, kind="stable")
+        old = len(self._by_time)
+        if old != len(fs):
+            # Merged in rather than sorted again: a large catalogue gains a few items a batch.
+            new = old + np.argsort(-fs[old:], kind="stable")
+            at = np.searchsorted(-fs[self._by_time], -fs[new], side="right")
+            self._by_time = np.insert(self._by_time, at, new)
         order = self._by_time
         ahead = int(np.searchsorted(-fs[order], -now, side="right"))  # first_seen >= now
         if ahead > 1:

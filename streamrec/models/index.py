@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from streamrec.models.catalog import grow_rows
+from streamrec.models.vector_search import VectorSearch
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -58,6 +59,8 @@ class EmbeddingIndex:
         self._sum = np.zeros(dim, np.float64)
         #: rows -> the rows compared; None: the rows as added.
         self.weigh: Callable[[np.ndarray], np.ndarray] | None = None
+        #: The centred rows' index, for catalogues too large to score whole.
+        self.ann = VectorSearch(dim)
 
     def add(self, row: int, vector: np.ndarray) -> None:
         vector = np.asarray(vector, np.float32)
@@ -76,9 +79,10 @@ class EmbeddingIndex:
             self._rebuild(mean)
         else:
             self.centred[row] = _unit_rows(compared - self.centre)
+            self.ann.changed_one(row)
 
     def add_many(self, rows: np.ndarray, vectors: np.ndarray) -> None:
-        """:meth:`add` for many (distinct) rows, with one rebuild of the centred copy."""
+        """:meth:`add` for many (distinct) rows, with at most one rebuild of the centred copy."""
         rows = np.asarray(rows, np.int64)
         vectors = np.asarray(vectors, np.float32)
         if not len(rows):
@@ -92,7 +96,12 @@ class EmbeddingIndex:
         self.matrix[rows] = vectors
         self.has[rows] = True
         self._missing[rows] = 0.0
-        self._rebuild((self._sum / (self.count + self.prior_items)).astype(np.float32))
+        mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
+        if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
+            self._rebuild(mean)
+        else:  # a few rows into a large catalogue: the rest stays as it was
+            self.centred[rows] = _unit_rows(self._weighed(vectors) - self.centre)
+            self.ann.changed(rows.tolist())
 
     def _weighed(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.weigh is None else self.weigh(rows)
@@ -101,6 +110,22 @@ class EmbeddingIndex:
         self.centre = centre
         self.centred = np.where(self.has[:, None], _unit_rows(self._weighed(self.matrix) - centre),
                                 0.0).astype(np.float32)
+        self.ann.reset()
+
+    def remove(self, row: int) -> None:
+        """Row ``row`` no longer holds a vector (a retired item): never scored or found again."""
+        if row in self:
+            self._sum -= self._weighed(self.matrix[row][None])[0]
+            self.count -= 1
+            self.has[row] = False
+            self._missing[row] = -np.inf
+            self.centred[row] = 0.0
+            self.ann.removed([row])
+
+    def valid(self, n: int) -> np.ndarray:
+        """Which of the first ``n`` rows hold a vector."""
+        self._grow(n)
+        return self.has[:n]
 
     def set_weighing(self, weigh: Callable[[np.ndarray], np.ndarray] | None) -> None:
         """Compare ``weigh(rows)`` (rows -> rows, e.g. other fusion weights) instead of the

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from streamrec.models.base import CandidateSource, RecordsChanges
+from streamrec.models.candidates import SourceScores
 from streamrec.models.catalog import Catalog, grow_rows
+from streamrec.models.vector_search import VectorScores, VectorSearch
 
 
 class ISGD(RecordsChanges, CandidateSource):
@@ -57,6 +61,10 @@ class ISGD(RecordsChanges, CandidateSource):
         self._initialised = 0
         #: Items whose vectors changed since the journal was last drained (``None``: not kept).
         self.journal: set[str] | None = None
+        #: The item factors' index, for catalogues too large to score whole: vectors move at
+        #: every event, so it follows them a bounded number per batch.
+        self.ann = VectorSearch(n_factors)
+        self._all_valid = np.ones(0, bool)
 
     @staticmethod
     def _new_journal() -> set[str]:  # the items whose vectors moved
@@ -105,6 +113,7 @@ class ISGD(RecordsChanges, CandidateSource):
         q *= keep  # in place: q is a view of the row
         q += step * p
         self._factors32[j] = q
+        self.ann.changed_one(j)
         self.user_factors[user] = p_new
         if self.journal is not None:
             self.journal.add(item)
@@ -114,6 +123,7 @@ class ISGD(RecordsChanges, CandidateSource):
         self._init_items(j + 1)
         self.item_factors[j] = vector
         self._factors32[j] = self.item_factors[j]
+        self.ann.changed_one(j)
 
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
@@ -130,6 +140,24 @@ class ISGD(RecordsChanges, CandidateSource):
         S = P @ self._factors32[:n].T
         S[unknown] = -np.inf
         return S
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        n = len(self.catalog)
+        if self.dense_at(n):
+            return super().scores_for(users, now)
+        self._init_items(n)
+        P = np.zeros((len(users), self.n_factors), np.float32)
+        known = np.zeros(len(users), bool)
+        for r, u in enumerate(users):
+            p = self.user_factors.get(u)
+            if p is not None:
+                P[r], known[r] = p, True
+        if len(self._all_valid) < len(self._factors32):
+            self._all_valid = np.ones(len(self._factors32), bool)
+        return VectorScores(P, self._factors32, self._all_valid, n, self.ann, known, self.floor)
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)

@@ -3,12 +3,19 @@ items x tags matrix that scores every item against many users' tag weights in on
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 import numpy as np
 import scipy.sparse as sp
 
-from streamrec.models.catalog import Catalog
+from streamrec.models.catalog import Catalog, grow_rows
+
+#: Tags per item that pair scores read (:meth:`ItemTags.pair_scores`); an item's further tags
+#: count only in the whole-catalogue product.
+PAIR_TAGS = 16
+#: Items remembered per tag, newest first, for proposing from a user's favourite tags.
+LATEST_PER_TAG = 1000
 
 
 def normalise_tag(tag: str) -> str:
@@ -36,6 +43,11 @@ class ItemTags:
         self.tag_names: list[str] = []
         self.of_item: dict[int, tuple[int, ...]] = {}
         self._matrix: sp.csr_matrix | None = None
+        #: Each item's first :data:`PAIR_TAGS` tag ids (-1 pads) and its row's scale.
+        self._table = np.full((0, PAIR_TAGS), -1, np.int32)
+        self._scale = np.zeros(0, np.float32)
+        #: tag id -> its latest items, newest last.
+        self.latest: dict[int, deque[int]] = {}
 
     @property
     def n_tags(self) -> int:
@@ -55,6 +67,27 @@ class ItemTags:
         if ids or j in self.of_item:
             self.of_item[j] = ids
             self._matrix = None
+            if j >= len(self._table):
+                self._table = grow_rows(self._table, j + 1)
+                self._table[len(self._scale):] = -1
+                self._scale = grow_rows(self._scale, len(self._table))
+            self._table[j] = -1
+            self._table[j, : min(len(ids), PAIR_TAGS)] = ids[:PAIR_TAGS]
+            self._scale[j] = 1.0 / np.sqrt(len(ids)) if ids else 0.0
+            for t in ids:
+                self.latest.setdefault(t, deque(maxlen=LATEST_PER_TAG)).append(j)
+
+    def pair_scores(self, weights: np.ndarray, rows: np.ndarray, items: np.ndarray
+                    ) -> np.ndarray:
+        """What :meth:`scores` gives at ``(rows[i], items[i])``, for those pairs only."""
+        if not len(items) or not self.n_tags:
+            return np.zeros(len(items), np.float32)
+        known = items < len(self._table)
+        T = self._table[np.where(known, items, 0)]
+        w = np.zeros((len(weights), self.n_tags + 1), np.float32)  # column -1: padding
+        w[:, : min(weights.shape[1], self.n_tags)] = weights[:, : self.n_tags]
+        s = w[rows[:, None], T].sum(axis=1) * self._scale[np.where(known, items, 0)]
+        return np.where(known, s, 0.0).astype(np.float32)
 
     def matrix(self, n: int) -> sp.csr_matrix:
         """The first ``n`` items x tags, each row scaled to unit length (rebuilt after changes,

@@ -7,12 +7,16 @@ import math
 import numpy as np
 
 from streamrec.models.base import CandidateSource, RecordsChanges
+from streamrec.models.candidates import head_by_score
 from streamrec.models.catalog import Catalog, grow_rows
 
 #: Scores are kept as ``weight * 2**((ts - epoch) / half_life)`` so that learning is one add and
 #: decay costs nothing; the epoch moves every ``EPOCH_HALF_LIVES`` half-lives (float64 holds
 #: 2**1023), and every process derives the same epoch from the time, so shared counters agree.
 EPOCH_HALF_LIVES = 512
+#: Items whose order a large catalogue's popularity keeps between batches (its head): more
+#: than any user's list looks past (their own seen items, at most twice ``MAX_SEEN``).
+HEAD = 8192
 
 
 def epoch_of(ts: float, half_life_s: float) -> float:
@@ -52,6 +56,10 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         self._raw = np.zeros(1024, dtype=np.float64)
         #: Increments not yet written to shared storage (``None``: nobody is collecting them).
         self.journal: dict[str, float] | None = None
+        #: At scale: the best :data:`HEAD` items when last ordered, and the items learned from
+        #: since (the only ones whose place can have changed: decay scales every count alike).
+        self._head: np.ndarray | None = None
+        self._touched: set[int] = set()
 
     def _scale(self, ts: float) -> float:
         epoch = epoch_of(ts, self.half_life_s)
@@ -67,6 +75,8 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         self._raw = grow_rows(self._raw, j + 1)
         w = (self.click_weight if clicked else self.view_weight) * self._scale(ts)
         self._raw[j] += w
+        if self._head is not None:
+            self._touched.add(j)
         if self.journal is not None:
             self.journal[item] = self.journal.get(item, 0.0) + w
 
@@ -79,6 +89,7 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
             j = self.catalog.add(item, epoch)
             self._raw = grow_rows(self._raw, j + 1)
             self._raw[j] = v * factor
+        self._head = None  # counts may have gone down: order the catalogue again
 
     def score_all(self, user: str | None = None, now: float = 0.0) -> np.ndarray:
         self._raw = grow_rows(self._raw, len(self.catalog))
@@ -86,6 +97,23 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         if self.epoch is None:
             return raw.copy()
         return raw * 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s)
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores at ``now`` and, for a catalogue too large to order every batch, the order of
+        its head, kept up to date with the items learned from since it was last taken."""
+        scores = self.score_all(None, now)
+        if self.dense_at(len(scores)):
+            return scores, None
+        if self._head is None or len(self._touched) > HEAD:
+            self._head, self._touched = head_by_score(scores, HEAD), set()
+        else:
+            ahead = np.union1d(self._head, np.fromiter(self._touched, np.int64))
+            self._head = ahead[np.lexsort((ahead, -scores[ahead]))][:HEAD]
+            self._touched = set()
+        return scores, self._head
 
     def share_of_top(self, now: float = 0.0) -> np.ndarray:
         """Each item's score as a share of the top item's (all 0 before any interaction)."""

@@ -12,8 +12,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from streamrec.models.base import CandidateSource
-from streamrec.models.catalog import Catalog
+from streamrec.models.candidates import SourceScores
+from streamrec.models.catalog import Catalog, grow_rows
 from streamrec.models.student_scorer import StudentScorer
+from streamrec.models.vector_search import VectorScores, VectorSearch
 
 
 class StudentSource(CandidateSource):
@@ -58,6 +60,11 @@ class StudentSource(CandidateSource):
         self._stale: set[int] = set()  # rows whose embedding arrived after their vector
         self._history_of: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None
         self._own: dict[str, dict[int, bool]] = {}  # user -> item -> clicked (first-seen order)
+        #: Item vectors with their bias as a last column (queries get a 1 there), and their
+        #: index, for catalogues too large to score whole.
+        self._augmented = np.zeros((0, 1), np.float32)
+        self._augmented_rows = 0
+        self.ann = VectorSearch(1)
 
     @property
     def version(self) -> str | None:
@@ -81,6 +88,9 @@ class StudentSource(CandidateSource):
         self._vectors = np.zeros((0, scorer.dim if scorer else 0), np.float32)
         self._bias = np.zeros(0, np.float32)
         self._stale.clear()
+        self._augmented = np.zeros((0, self._vectors.shape[1] + 1), np.float32)
+        self._augmented_rows = 0
+        self.ann = VectorSearch(self._vectors.shape[1] + 1)
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
@@ -111,6 +121,22 @@ class StudentSource(CandidateSource):
             self._vectors[rows], self._bias[rows] = v, b
             self._stale.clear()
         return self._vectors, self._bias
+
+    def _augmented_vectors(self) -> np.ndarray:
+        """``[vector, bias]`` rows of the whole catalogue (see :meth:`_item_vectors`)."""
+        before = self._augmented_rows
+        stale = np.fromiter(self._stale, np.int64)
+        V, b = self._item_vectors()
+        n = len(V)
+        if n > before:
+            self._augmented = grow_rows(self._augmented, n)
+            self._augmented[before:n, :-1], self._augmented[before:n, -1] = V[before:], b[before:]
+            self._augmented_rows = n
+        stale = stale[stale < before]
+        if len(stale):
+            self._augmented[stale, :-1], self._augmented[stale, -1] = V[stale], b[stale]
+            self.ann.changed(stale.tolist())
+        return self._augmented[:n]
 
     def forget_user(self, user: str) -> None:
         self._own.pop(user, None)
@@ -146,6 +172,20 @@ class StudentSource(CandidateSource):
         S = (self.scorer.user_vectors(V, hist, clicked) @ V.T + b).astype(np.float32)
         S[(hist < 0).all(axis=1)] = -np.inf  # no history: no opinion
         return S
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        n = len(self.catalog)
+        if self.scorer is None or self.dense_at(n):
+            return super().scores_for(users, now)
+        M = self._augmented_vectors()
+        hist, clicked = self._histories(users)
+        Q = np.ones((len(users), M.shape[1]), np.float32)
+        Q[:, :-1] = self.scorer.user_vectors(self._vectors, hist, clicked)
+        return VectorScores(Q, M, np.ones(len(M), bool), n, self.ann,
+                            (hist >= 0).any(axis=1), self.floor)
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from streamrec.models.base import CandidateSource
+from streamrec.models.candidates import Banned, SourceScores, first_per_row
 from streamrec.models.catalog import Catalog
 from streamrec.models.item_tags import ItemTags
 
@@ -88,3 +89,52 @@ class TagProfile(CandidateSource):
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
+        if self.dense_at(len(self.catalog)):
+            return super().scores_for(users, now)
+        return TagScores(self.tags, self.user_weights(users), self.floor)
+
+
+class TagScores(SourceScores):
+    """Tag scores of a batch's users for a catalogue too large to score whole: pairs are
+    scored exactly (:meth:`ItemTags.pair_scores`), and each user's top items are sought among
+    the latest items of their ``favourite_tags`` heaviest tags."""
+
+    def __init__(self, tags: ItemTags, weights: np.ndarray, floor: float,
+                 favourite_tags: int = 3) -> None:
+        self.tags, self.weights, self.floor = tags, weights, floor
+        self.favourite_tags = favourite_tags
+
+    def pairs(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.tags.pair_scores(self.weights, rows, items)
+
+    def block(self, items: np.ndarray) -> np.ndarray:
+        U = len(self.weights)
+        rows = np.repeat(np.arange(U), len(items))
+        return self.pairs(rows, np.tile(items, U)).reshape(U, len(items))
+
+    def top(self, k: int, banned: Banned) -> tuple[np.ndarray, np.ndarray]:
+        rows_, items_ = [], []
+        for r, w in enumerate(self.weights):
+            liked = np.flatnonzero(w > 0)
+            liked = liked[np.argsort(-w[liked], kind="stable")[: self.favourite_tags]]
+            latest = [np.fromiter(self.tags.latest.get(int(t), ()), np.int64) for t in liked]
+            if latest:
+                items = np.unique(np.concatenate(latest))
+                rows_.append(np.full(len(items), r))
+                items_.append(items)
+        if not rows_:
+            empty = np.empty(0, np.int64)
+            return empty, empty
+        rows, items = np.concatenate(rows_), np.concatenate(items_)
+        s = self.pairs(rows, items)
+        ok = (s > self.floor) & ~banned.contains(rows, items)
+        rows, items, s = rows[ok], items[ok], s[ok]
+        order = np.lexsort((-s, rows))
+        rows, items = rows[order], items[order]
+        keep = first_per_row(rows, k)
+        return rows[keep], items[keep]
