@@ -98,11 +98,19 @@ class Banned:
         return self.keys[pos] == k
 
     def block(self, items: np.ndarray) -> np.ndarray:
-        """users x ``len(items)``: whether each user may not be shown each of ``items``."""
+        """users x ``len(items)``: whether each user may not be shown each of ``items``
+        (distinct)."""
         if self.dense is not None:
             return self.dense[:, items]
-        rows = np.repeat(np.arange(self.users, dtype=np.int64), len(items))
-        return self.contains(rows, np.tile(items, self.users)).reshape(self.users, len(items))
+        # From the banned keys (a few per user) rather than a lookup per cell.
+        mask = np.zeros((self.users, len(items)), bool)
+        if len(self.keys) and len(items):
+            sorter = np.argsort(items, kind="stable")
+            wanted = self.keys % self.n
+            at = np.minimum(np.searchsorted(items, wanted, sorter=sorter), len(items) - 1)
+            hit = items[sorter[at]] == wanted
+            mask[self.keys[hit] // self.n, sorter[at[hit]]] = True
+        return mask
 
 
 class SourceScores:

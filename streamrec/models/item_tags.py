@@ -77,6 +77,19 @@ class ItemTags:
             for t in ids:
                 self.latest.setdefault(t, deque(maxlen=LATEST_PER_TAG)).append(j)
 
+    def block_scores(self, weights: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """What :meth:`scores` gives for ``items``, for those columns only (users x items),
+        through a sparse items x tags matrix of their first :data:`PAIR_TAGS` tags."""
+        if not len(items) or not self.n_tags:
+            return np.zeros((len(weights), len(items)), np.float32)
+        known = items < len(self._table)
+        T = np.where(known[:, None], self._table[np.where(known, items, 0)], -1)
+        r, c = np.nonzero(T >= 0)
+        m = sp.csr_matrix((self._scale[items[r]], (r, T[r, c])), shape=(len(items), self.n_tags))
+        w = np.zeros((len(weights), self.n_tags), np.float32)
+        w[:, : min(weights.shape[1], self.n_tags)] = weights[:, : self.n_tags]
+        return np.asarray((m @ w.T).T, np.float32)
+
     def pair_scores(self, weights: np.ndarray, rows: np.ndarray, items: np.ndarray
                     ) -> np.ndarray:
         """What :meth:`scores` gives at ``(rows[i], items[i])``, for those pairs only."""

@@ -113,9 +113,7 @@ class TagScores(SourceScores):
         return self.tags.pair_scores(self.weights, rows, items)
 
     def block(self, items: np.ndarray) -> np.ndarray:
-        U = len(self.weights)
-        rows = np.repeat(np.arange(U), len(items))
-        return self.pairs(rows, np.tile(items, U)).reshape(U, len(items))
+        return self.tags.block_scores(self.weights, items)
 
     def top(self, k: int, banned: Banned) -> tuple[np.ndarray, np.ndarray]:
         rows_, items_ = [], []
