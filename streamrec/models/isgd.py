@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from streamrec.models.base import CandidateSource, RecordsChanges
-from streamrec.models.candidates import SourceScores
+from streamrec.models.candidates import SourceScores, head_by_score
 from streamrec.models.catalog import Catalog, grow_rows
-from streamrec.models.vector_search import VectorScores, VectorSearch
+from streamrec.models.vector_search import PoolSearch, VectorScores
 
 
 class ISGD(RecordsChanges, CandidateSource):
@@ -46,7 +46,7 @@ class ISGD(RecordsChanges, CandidateSource):
 
     def __init__(self, catalog: Catalog | None = None, n_factors: int = 32,
                  learning_rate: float = 0.05, regularization: float = 0.01,
-                 view_weight: float = 0.5, seed: int = 0) -> None:
+                 view_weight: float = 0.5, pool: int = 50_000, seed: int = 0) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         self.n_factors = n_factors
         self.learning_rate = learning_rate
@@ -61,9 +61,15 @@ class ISGD(RecordsChanges, CandidateSource):
         self._initialised = 0
         #: Items whose vectors changed since the journal was last drained (``None``: not kept).
         self.journal: set[str] | None = None
-        #: The item factors' index, for catalogues too large to score whole: vectors move at
-        #: every event, so it follows them a bounded number per batch.
-        self.ann = VectorSearch(n_factors)
+        #: For catalogues too large to score whole: items proposed only from the ``pool``
+        #: items learned from most (their interactions counted here), searched exactly. An
+        #: item's factors are a random draw until it is learned from, and the factors of
+        #: lightly learned items are near-isotropic noise, on which an inverted file needed
+        #: 20% of its lists probed for recall@10 0.93 (measured at 100,000 items).
+        self.pool = pool
+        self._learned = np.zeros(0, np.int64)
+        self._pool_rows: np.ndarray | None = None
+        self._since_pool = 0
         self._all_valid = np.ones(0, bool)
 
     @staticmethod
@@ -113,7 +119,9 @@ class ISGD(RecordsChanges, CandidateSource):
         q *= keep  # in place: q is a view of the row
         q += step * p
         self._factors32[j] = q
-        self.ann.changed_one(j)
+        self._learned = grow_rows(self._learned, j + 1)
+        self._learned[j] += 1
+        self._since_pool += 1
         self.user_factors[user] = p_new
         if self.journal is not None:
             self.journal.add(item)
@@ -123,7 +131,8 @@ class ISGD(RecordsChanges, CandidateSource):
         self._init_items(j + 1)
         self.item_factors[j] = vector
         self._factors32[j] = self.item_factors[j]
-        self.ann.changed_one(j)
+        self._learned = grow_rows(self._learned, j + 1)
+        self._learned[j] += 1  # learned elsewhere (another worker, a restart): in the pool
 
     def score_many(self, users, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
@@ -157,7 +166,17 @@ class ISGD(RecordsChanges, CandidateSource):
                 P[r], known[r] = p, True
         if len(self._all_valid) < len(self._factors32):
             self._all_valid = np.ones(len(self._factors32), bool)
-        return VectorScores(P, self._factors32, self._all_valid, n, self.ann, known, self.floor)
+        return VectorScores(P, self._factors32, self._all_valid, n, PoolSearch(self._pool()),
+                            known, self.floor)
+
+    def _pool(self) -> np.ndarray:
+        """The ``pool`` items learned from most, taken again every ``pool // 10`` events."""
+        if self._pool_rows is None or self._since_pool > self.pool // 10:
+            learned = self._learned
+            self._pool_rows = np.sort(head_by_score(learned, min(self.pool, len(learned))))
+            self._pool_rows = self._pool_rows[learned[self._pool_rows] > 0]
+            self._since_pool = 0
+        return self._pool_rows
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)

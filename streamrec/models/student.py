@@ -64,7 +64,7 @@ class StudentSource(CandidateSource):
         #: index, for catalogues too large to score whole.
         self._augmented = np.zeros((0, 1), np.float32)
         self._augmented_rows = 0
-        self.ann = VectorSearch(1)
+        self.ann = VectorSearch(1, unit=False)
 
     @property
     def version(self) -> str | None:
@@ -90,7 +90,7 @@ class StudentSource(CandidateSource):
         self._stale.clear()
         self._augmented = np.zeros((0, self._vectors.shape[1] + 1), np.float32)
         self._augmented_rows = 0
-        self.ann = VectorSearch(self._vectors.shape[1] + 1)
+        self.ann = VectorSearch(self._vectors.shape[1] + 1, unit=False)
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
