@@ -82,6 +82,9 @@ class Settings:
     #: and clicks of further ones are dead-lettered (``unknown item``). 0: only uploaded items.
     max_unknown_items: int = field(default_factory=lambda: int(
         _env("MAX_UNKNOWN_ITEMS", "100000")))
+    #: Catalogue size from which the candidate sources propose through indexes (an inverted
+    #: file, neighbour lists, maintained heads) instead of scoring every item for every user.
+    exact_below: int = field(default_factory=lambda: int(_env("EXACT_BELOW", "50000")))
     # Security (streamrec/security.py checks these and turns them into client options).
     #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
     kafka_security_protocol: str = field(

@@ -20,6 +20,7 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     """The engine ``settings.engine`` names (``pipeline`` or ``passthrough``)."""
     worker = worker or worker_id()
     blend = Blend()
+    blend.search_exactly_below(settings.exact_below)
     content = EncoderProcess(settings.image_root) if settings.content else None
     state = SharedState(redis, blend, prefix=settings.app_id, refresh_s=settings.refresh_s,
                         worker=worker, content_version=content and content.version,
