@@ -18,7 +18,7 @@ from streamrec.config import BUILTIN_EMBEDDING_MODEL, Settings
 from streamrec.content.fusion import FixedFusion
 from streamrec.engine.build import build_engine
 from streamrec.engine.interface import Incoming
-from streamrec.records.events import Click, View, encode
+from streamrec.records.events import Click, Upload, View, encode
 from streamrec.records.topics import UPLOADS
 from streamrec.simulator.embeddings import embedding_fields, upload_with_embedding
 
@@ -184,3 +184,21 @@ async def test_a_worker_serving_another_space_takes_only_that_space(redis_client
 def test_a_malformed_space_setting_is_refused_at_start(tmp_path):
     with pytest.raises(ValueError, match="STREAMREC_EMBEDDING_MODEL='has space'"):
         build_engine(Settings(embedding_model="has space", snapshot_dir=str(tmp_path)), None)
+
+
+def test_the_trainer_takes_supplied_vectors_as_they_are_served_and_encodes_the_rest():
+    from streamrec.training.training_log import TrainingLog
+
+    v = np.arange(1.0, 129.0)
+    log = TrainingLog.from_events([
+        upload_with_embedding("supplied", v, ts=1.0),  # blank title: not encodable
+        upload_with_embedding("elsewhere", v, model="clip-vit-b32:128", ts=1.0),
+        Upload("e2", "plain", "c", 1.0, "Jazz night in the old harbour"),
+        View("e3", "ann", "supplied", 2.0), Click("e4", "ann", "plain", 3.0),
+    ])
+    content = log.content()
+    rows = log.index
+    assert np.allclose(content.fused[rows["supplied"]], unit(v), atol=1e-6)
+    assert not content.text[rows["supplied"]].any(), "its text was not encoded"
+    assert not content.fused[rows["elsewhere"]].any(), "another space stands in for nothing"
+    assert content.text[rows["plain"]].any() and content.fused[rows["plain"]].any()
