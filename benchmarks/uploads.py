@@ -36,8 +36,11 @@ import orjson  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.clients import redis_client  # noqa: E402
+from streamrec.config import Settings  # noqa: E402
 from streamrec.content.item_encoder import ItemEncoder  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
+from streamrec.engine.build import build_engine  # noqa: E402
+from streamrec.engine.interface import Incoming  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.models.index import EmbeddingIndex  # noqa: E402
 from streamrec.records.events import decode, encode  # noqa: E402
@@ -92,6 +95,8 @@ async def worker_figures(args, log) -> dict:
             supplied_rate, sent_rate = await drain(r, app_id, rt, supplied)
             log(f"backlog of {args.supplied:,} uploads with supplied embeddings: "
                 f"{supplied_rate:,.0f} uploads/s sustained (published at {sent_rate:,.0f}/s)")
+            proc.stop()
+            engine = await engine_figures(r, rt.run_dir, args.supplied, log)
         finally:
             await r.aclose()
             proc.stop()
@@ -100,7 +105,39 @@ async def worker_figures(args, log) -> dict:
             "paced_uploads": len(paced), "measured": len(lat), "uploads_per_s": round(rate, 1),
             "supplied_uploads": args.supplied,
             "supplied_uploads_per_s": round(supplied_rate, 1),
-            "supplied_published_per_s": round(sent_rate, 1)}
+            "supplied_published_per_s": round(sent_rate, 1), **engine}
+
+
+async def engine_figures(r, run_dir: Path, n: int, log) -> dict:
+    """Uploads/s of the engine alone (decode, checks, models, Redis; no broker, no worker),
+    in batches of 500: ``n`` that supply their vector, and 96 that are encoded (the encoder
+    process warmed up first)."""
+    out = {}
+    for name, count, content, embeddings in (("supplied", n, False, True),
+                                             ("encoded", 96, True, False)):
+        world = World(WorldConfig(n_users=10, n_items=0, seed=8, embeddings=embeddings))
+        msgs = [encode(world.new_item(time.time())) for _ in range(count)]
+        engine = build_engine(Settings(app_id=f"bench-engine-{name}", content=content,
+                                       snapshot_dir=str(run_dir / "snapshots")), r)
+        await engine.start()
+        try:
+            if engine.content is not None:
+                await asyncio.to_thread(engine.content.wait_ready)
+                await engine.uploads(incoming([encode(world.new_item(time.time()))
+                                               for _ in range(4)]))
+            t0 = time.perf_counter()
+            for a in range(0, count, 500):
+                await engine.uploads(incoming(msgs[a:a + 500], a))
+            out[f"engine_{name}_uploads_per_s"] = round(count / (time.perf_counter() - t0), 1)
+        finally:
+            await engine.close()
+    log(f"engine alone, batches of 500: {out['engine_supplied_uploads_per_s']:,.0f} uploads/s "
+        f"with supplied embeddings, {out['engine_encoded_uploads_per_s']:,.0f} encoded")
+    return out
+
+
+def incoming(values: list[bytes], first: int = 0) -> list[Incoming]:
+    return [Incoming(v, "uploads", 0, first + i, time.time()) for i, v in enumerate(values)]
 
 
 async def drain(r, app_id: str, rt, backlog: list) -> tuple[float, float]:
