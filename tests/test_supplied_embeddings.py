@@ -165,6 +165,7 @@ async def test_a_worker_serving_another_space_takes_only_that_space(redis_client
     engine = await engine_for(redis_client, tmp_path, embedding_model=space)
     try:
         assert engine.content is None, "the built-in encoders make no vectors of this space"
+        assert engine.students is None, "a student reads vectors of the built-in space"
         ours, builtin, plain = uid("ours"), uid("builtin"), uid("plain")
         out = await engine.uploads(batch_of([
             encode(upload_with_embedding(ours, np.ones(128), model=space)),
@@ -202,3 +203,14 @@ def test_the_trainer_takes_supplied_vectors_as_they_are_served_and_encodes_the_r
     assert not content.text[rows["supplied"]].any(), "its text was not encoded"
     assert not content.fused[rows["elsewhere"]].any(), "another space stands in for nothing"
     assert content.text[rows["plain"]].any() and content.fused[rows["plain"]].any()
+
+
+def test_the_evaluation_takes_supplied_vectors_as_the_worker_does():
+    from streamrec.evaluation.prequential import encode_uploads
+
+    v = np.arange(1.0, 129.0)
+    out = encode_uploads([upload_with_embedding("supplied", v, ts=1.0),
+                          upload_with_embedding("elsewhere", v, model="clip-vit-b32:128"),
+                          Upload("e2", "plain", "c", 1.0, "Jazz night in the old harbour")])
+    assert sorted(out) == ["plain", "supplied"]
+    assert np.allclose(out["supplied"], unit(v), atol=1e-6)

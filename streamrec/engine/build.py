@@ -29,12 +29,13 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
     if not MODEL_PATTERN.fullmatch(space):
         raise ValueError(f"STREAMREC_EMBEDDING_MODEL={space[:40]!r}: 1-200 characters of "
                          f"[A-Za-z0-9_.:/+,=@-]")
-    # The encoders (and the fusion weights a training round learns for their blocks) only
-    # make vectors of their own space: in another, items get the vectors uploads supply.
+    # The encoders, the fusion weights a training round learns for their blocks and the
+    # student (trained on their vectors) belong to their own space: in another, items get
+    # the vectors uploads supply, and no student is served.
     builtin = space == FixedFusion().version
-    if settings.content and not builtin:
-        log.info("serving embedding space %r: uploads are not encoded, only their supplied "
-                 "embeddings are used", space)
+    if not builtin:
+        log.info("serving embedding space %r: uploads are not encoded (only their supplied "
+                 "embeddings are used) and no student is served", space)
     blend = Blend()
     content = EncoderProcess(settings.image_root) if settings.content and builtin else None
     # The cache's key names the space, so vectors of two spaces never mix.
@@ -46,13 +47,12 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
         raise ValueError(f"unknown engine {settings.engine!r}: pipeline, passthrough or naive")
     student = blend.sources.get("student")
     students = None
-    if student is not None:
+    if student is not None and builtin:
         # Only snapshots signed with the trainer's key are served (snapshots/signing.py); the
         # content source takes the fusion weights that come with each student.
         store = SnapshotStore(redis, settings.app_id, settings.snapshot_dir,
                               key=configured_key(settings))
-        students = StudentLoader(store, student,
-                                 blend.sources.get("content") if builtin else None)
+        students = StudentLoader(store, student, blend.sources.get("content"))
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
                students=students, on_offset_reset=settings.on_offset_reset,
                max_unknown_items=settings.max_unknown_items, embedding_model=space)
