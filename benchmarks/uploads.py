@@ -43,8 +43,8 @@ from streamrec.engine.build import build_engine  # noqa: E402
 from streamrec.engine.interface import Incoming  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.models.index import EmbeddingIndex  # noqa: E402
-from streamrec.records.events import decode, encode  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
+from streamrec.records.events import decode, encode  # noqa: E402
 from streamrec.records.topics import ensure_topics  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402

@@ -22,8 +22,7 @@ from streamrec.records.events import Click, Upload, View, encode
 from streamrec.records.topics import UPLOADS
 from streamrec.simulator.embeddings import embedding_fields, upload_with_embedding
 
-from conftest import send, uid
-from test_content_integration import ask
+from conftest import ask, send, uid
 
 pytestmark = pytest.mark.integration
 
