@@ -1,13 +1,17 @@
 """Uploads on the embedded runtime: upload -> recommendable latency at a steady rate, and the
-uploads/s one worker sustains when it does nothing else; plus the encoder and index costs.
+uploads/s one worker sustains when it does nothing else, for uploads it encodes and for
+uploads that supply their own embedding; plus the decoder, encoder and index costs.
 
-    python benchmarks/uploads.py [--rate 50] [--seconds 20] [--backlog 600] [--json]
+    python benchmarks/uploads.py [--rate 50] [--seconds 20] [--backlog 600]
+                                 [--supplied 20000] [--json]
 
-Every upload carries a title, description, tags and a rendered PNG (the synthetic world's).
-"Recommendable" is the moment the worker has added the encoded item to its models and
-registered it in Redis (``indexed_ts`` in ``{app}:items``); the latency is that minus the
-time the upload was produced. Encoders: milliseconds per item, one at a time vs batched (torch
-inference mode, the serving choice). Index: exact float32 search at 10k, 100k and 1M items.
+Every encoded upload carries a title, description, tags and a rendered PNG (the synthetic
+world's); a supplied one the same text and a 128-d vector of its topics instead of the image
+(``WorldConfig.embeddings``), so nothing is encoded. "Recommendable" is the moment the worker
+has added the item to its models and registered it in Redis (``indexed_ts`` in
+``{app}:items``); the latency is that minus the time the upload was produced. Encoders:
+milliseconds per item, one at a time vs batched (torch inference mode, the serving choice).
+Index: exact float32 search at 10k, 100k and 1M items.
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ import orjson  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamrec.clients import redis_client  # noqa: E402
+from streamrec.config import Settings  # noqa: E402
 from streamrec.content.item_encoder import ItemEncoder  # noqa: E402
 from streamrec.embedded import EmbeddedRuntime  # noqa: E402
+from streamrec.engine.build import build_engine  # noqa: E402
+from streamrec.engine.interface import Incoming  # noqa: E402
 from streamrec.engine.shared_state import read_stats  # noqa: E402
 from streamrec.models.index import EmbeddingIndex  # noqa: E402
 from streamrec.processes import start_worker, wait_for_worker  # noqa: E402
+from streamrec.records.events import decode, encode  # noqa: E402
 from streamrec.records.topics import ensure_topics  # noqa: E402
 from streamrec.simulator.publish import publish  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
@@ -80,26 +88,107 @@ async def worker_figures(args, log) -> dict:
             lat = await latencies(r, app_id, [u.item_id for u in paced])
             log(f"{len(lat)}/{len(paced)} uploads at {args.rate:g}/s: upload -> recommendable "
                 f"p50 {pct(lat, 50)} ms, p99 {pct(lat, 99)} ms")
-            base = (await read_stats(r, app_id)).get("events_upload", 0)
-            backlog = uploads(world, args.backlog, time.time())
-            t0 = time.monotonic()
-            await publish(backlog, rt.settings())
-            t_first = None
-            while time.monotonic() - t0 < 300:
-                n = (await read_stats(r, app_id)).get("events_upload", 0) - base
-                if n and t_first is None:
-                    t_first, n_first = time.monotonic(), n
-                if n >= args.backlog:
-                    break
-                await asyncio.sleep(0.02)
-            rate = (n - n_first) / (time.monotonic() - t_first)
-            log(f"backlog of {args.backlog} uploads: {rate:,.0f} uploads/s sustained")
+            rate, _ = await drain(r, app_id, rt, uploads(world, args.backlog, time.time()))
+            log(f"backlog of {args.backlog} encoded uploads: {rate:,.0f} uploads/s sustained")
+            supplied = uploads(World(WorldConfig(n_users=10, n_items=0, seed=5,
+                                                 embeddings=True)), args.supplied, time.time())
+            supplied_rate, sent_rate = await drain(r, app_id, rt, supplied)
+            log(f"backlog of {args.supplied:,} uploads with supplied embeddings: "
+                f"{supplied_rate:,.0f} uploads/s sustained (published at {sent_rate:,.0f}/s)")
+            proc.stop()
+            engine = await engine_figures(r, rt.run_dir, args.supplied, log)
         finally:
             await r.aclose()
             proc.stop()
     return {"upload_to_recommendable_p50_ms": pct(lat, 50),
             "upload_to_recommendable_p99_ms": pct(lat, 99), "paced_rate": args.rate,
-            "paced_uploads": len(paced), "measured": len(lat), "uploads_per_s": round(rate, 1)}
+            "paced_uploads": len(paced), "measured": len(lat), "uploads_per_s": round(rate, 1),
+            "supplied_uploads": args.supplied,
+            "supplied_uploads_per_s": round(supplied_rate, 1),
+            "supplied_published_per_s": round(sent_rate, 1), **engine}
+
+
+async def engine_figures(r, run_dir: Path, n: int, log) -> dict:
+    """Uploads/s of the engine alone (decode, checks, models, Redis; no broker, no worker),
+    in batches of 500: ``n`` that supply their vector, and 96 that are encoded (the encoder
+    process warmed up first)."""
+    out = {}
+    for name, count, content, embeddings in (("supplied", n, False, True),
+                                             ("encoded", 96, True, False)):
+        world = World(WorldConfig(n_users=10, n_items=0, seed=8, embeddings=embeddings))
+        msgs = [encode(world.new_item(time.time())) for _ in range(count)]
+        engine = build_engine(Settings(app_id=f"bench-engine-{name}", content=content,
+                                       snapshot_dir=str(run_dir / "snapshots")), r)
+        await engine.start()
+        try:
+            if engine.content is not None:
+                await asyncio.to_thread(engine.content.wait_ready)
+                await engine.uploads(incoming([encode(world.new_item(time.time()))
+                                               for _ in range(4)]))
+            t0 = time.perf_counter()
+            for a in range(0, count, 500):
+                await engine.uploads(incoming(msgs[a:a + 500], a))
+            out[f"engine_{name}_uploads_per_s"] = round(count / (time.perf_counter() - t0), 1)
+        finally:
+            await engine.close()
+    log(f"engine alone, batches of 500: {out['engine_supplied_uploads_per_s']:,.0f} uploads/s "
+        f"with supplied embeddings, {out['engine_encoded_uploads_per_s']:,.0f} encoded")
+    return out
+
+
+def incoming(values: list[bytes], first: int = 0) -> list[Incoming]:
+    return [Incoming(v, "uploads", 0, first + i, time.time()) for i, v in enumerate(values)]
+
+
+async def drain(r, app_id: str, rt, backlog: list) -> tuple[float, float]:
+    """Publish ``backlog`` as fast as possible; the uploads/s the worker registered them at
+    (from its first registered batch to the last) and the uploads/s they were published at."""
+    base = (await read_stats(r, app_id)).get("events_upload", 0)
+    t0 = time.monotonic()
+    sending = asyncio.ensure_future(publish(backlog, rt.settings()))
+    t_first = None
+    while time.monotonic() - t0 < 600:
+        n = (await read_stats(r, app_id)).get("events_upload", 0) - base
+        if n and t_first is None:
+            t_first, n_first = time.monotonic(), n
+        if n >= len(backlog):
+            break
+        await asyncio.sleep(0.02)
+    stats = await sending
+    return (n - n_first) / (time.monotonic() - t_first), stats.events / stats.seconds
+
+
+def decoder_figures(log) -> dict:
+    """Decoding (validation included) of one upload message: the encoded world's (text and a
+    PNG) vs one supplying a 128-d vector as base64 float32, float16 or a JSON list."""
+    import base64
+
+    world = World(WorldConfig(n_users=10, n_items=0, seed=6, embeddings=True))
+    with_vec = [world.new_item(0.0) for _ in range(200)]
+    forms = {"base64_f32": [encode(u) for u in with_vec]}
+    as_json = [orjson.loads(m) for m in forms["base64_f32"]]
+    for d in as_json:
+        v = np.frombuffer(base64.b64decode(d["embedding"]), "<f4")
+        d["embedding"] = v.tolist()
+    forms["list"] = [orjson.dumps(d) for d in as_json]
+    for d in as_json:
+        d["embedding"] = base64.b64encode(np.asarray(d["embedding"], "<f2").tobytes()).decode()
+        d["embedding_dtype"] = "float16"
+    forms["base64_f16"] = [orjson.dumps(d) for d in as_json]
+    plain = World(WorldConfig(n_users=10, n_items=0, seed=6, embeddings=False))
+    forms["image_png"] = [encode(plain.new_item(0.0)) for _ in range(200)]
+    out = {}
+    for name, msgs in forms.items():
+        reps = 5
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            for m in msgs:
+                decode(m, "upload")
+        out[f"decode_us_{name}"] = round((time.perf_counter() - t0) * 1e6 / reps / len(msgs), 1)
+        out[f"message_bytes_{name}"] = int(np.mean([len(m) for m in msgs]))
+    log("decode one upload, us (message bytes): " + ", ".join(
+        f"{n} {out[f'decode_us_{n}']} ({out[f'message_bytes_{n}']:,})" for n in forms))
+    return out
 
 
 def encoder_figures(log) -> dict:
@@ -146,10 +235,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=50.0, help="Paced uploads per second")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--backlog", type=int, default=600, help="Uploads drained as fast as possible")
+    ap.add_argument("--supplied", type=int, default=20_000,
+                    help="Uploads with supplied embeddings drained as fast as possible")
     ap.add_argument("--json", action="store_true", help="End with one JSON line of results")
     args = ap.parse_args()
     log = lambda *a: print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)  # noqa
     summary = asyncio.run(worker_figures(args, log))
+    summary.update(decoder_figures(log))
     summary.update(encoder_figures(log))
     summary.update(index_figures(log))
     summary["machine"] = f"{platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"

@@ -132,13 +132,15 @@ def simulate(
     items: Optional[int] = typer.Option(None, help="Items in the starting catalogue "
                                         "(default: the world's own size)"),
     seed: int = typer.Option(0),
+    embeddings: bool = typer.Option(False, "--embeddings", help="Uploads carry a vector of "
+                                    "their topics instead of an image: workers encode nothing"),
 ) -> None:
     """Generate a synthetic world and publish its events (or write them to JSONL)."""
     from streamrec.simulator.worlds import make_world
 
     try:
         world = make_world(world_name, n_users=users, n_items=items, seed=seed,
-                           events_per_s=rate or 1000.0)
+                           events_per_s=rate or 1000.0, embeddings=embeddings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--world") from None
     if out is not None:

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 #: The worker consumer's fetch wait unless ``STREAMREC_FETCH_MAX_WAIT_MS`` says otherwise.
 DEFAULT_FETCH_MAX_WAIT_MS = 10
+#: The space of the built-in encoders' fused item vectors (``FixedFusion().version``; a test
+#: keeps the two equal): a worker's content space unless ``STREAMREC_EMBEDDING_MODEL`` says
+#: otherwise.
+BUILTIN_EMBEDDING_MODEL = "minilm-l6-v2+effnet-lite0+tags:fixed-v1:128"
 
 
 def _env(name: str, default: str) -> str:
@@ -52,6 +56,11 @@ class Settings:
                                 not in ("0", "false"))
     #: Encode upload text and images (``0`` registers items with metadata only).
     content: bool = field(default_factory=lambda: _env("CONTENT", "1") not in ("0", "false"))
+    #: The space of the item vectors this worker serves: uploads that supply an
+    #: ``embedding`` must name it in ``embedding_model``. The built-in encoders run only in
+    #: their own space; in another, uploads without an embedding are registered without one.
+    embedding_model: str = field(default_factory=lambda: _env("EMBEDDING_MODEL",
+                                                              BUILTIN_EMBEDDING_MODEL))
     #: What a worker does when a partition's log is behind the offsets it already applied
     #: (the topic was recreated, the broker lost its data): ``relearn`` its events from
     #: there on, or ``stop`` the worker. Either way it is logged and counted in /metrics.

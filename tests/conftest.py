@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records.dead_letter import reason_of
-from streamrec.records.events import Event, Upload, encode
+from streamrec.records.events import Event, RecRequest, Upload, encode
 from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS, TOPIC_OF, ensure_topics
 
 
@@ -33,6 +33,21 @@ async def send(producer: AIOKafkaProducer, ev: Event, topic: str | None = None) 
     """Publish ``ev`` on its topic, keyed as apps key it (uploads by item, the rest by user)."""
     key = ev.item_id if isinstance(ev, Upload) else ev.user_id
     await producer.send(topic or TOPIC_OF[ev.type], encode(ev), key=key.encode())
+
+
+async def ask(producer, collector, user: str, ts: float, until, timeout_s: float = 40.0):
+    """Send rec-requests for ``user`` until an answer satisfies ``until`` (or time runs out);
+    returns the last answer."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = uid("req")
+        await send(producer, RecRequest(request, user, k=100, ts=ts))
+        await producer.flush()
+        await collector.wait_for(lambda request=request: any(r["request_id"] == request
+                                             for r in collector.recommendations))
+        answer = [r for r in collector.recommendations if r["request_id"] == request][-1]
+        if until(answer) or time.monotonic() > deadline:
+            return answer
 
 
 def tiny_student(items: list[str], dim: int = 128) -> tuple[dict, dict]:

@@ -14,27 +14,12 @@ import pytest
 from PIL import Image
 
 from streamrec.content.images import MAX_IMAGE_BYTES
-from streamrec.records.events import Click, RecRequest, Upload, View
+from streamrec.records.events import Click, Upload, View
 from streamrec.simulator.render import render_item, to_base64_png
 
-from conftest import send, uid
+from conftest import ask, send, uid
 
 pytestmark = pytest.mark.integration
-
-
-async def ask(producer, collector, user: str, ts: float, until, timeout_s: float = 40.0):
-    """Send rec-requests for ``user`` until an answer satisfies ``until`` (or time runs out);
-    returns the last answer."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        request = uid("req")
-        await send(producer, RecRequest(request, user, k=100, ts=ts))
-        await producer.flush()
-        await collector.wait_for(lambda request=request: any(r["request_id"] == request
-                                             for r in collector.recommendations))
-        answer = [r for r in collector.recommendations if r["request_id"] == request][-1]
-        if until(answer) or time.monotonic() > deadline:
-            return answer
 
 
 async def test_matching_user_is_offered_a_new_item_before_any_click(producer, collector,

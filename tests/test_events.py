@@ -1,7 +1,9 @@
 """Event validation: every bad input gets a reason naming what is wrong."""
 
+import base64
 import json
 
+import numpy as np
 import orjson
 import pytest
 
@@ -117,3 +119,101 @@ def test_an_error_no_check_foresaw_is_still_an_invalid_event(monkeypatch):
     monkeypatch.setitem(events._PARSERS, "view", parse_badly)
     with pytest.raises(InvalidEvent, match="^malformed event: KeyError"):
         decode(b'{"event_id": "e1"}', "view")
+
+
+# ---- uploads that supply their own embedding ------------------------------------------------
+
+SPACE = "minilm-l6-v2+effnet-lite0+tags:fixed-v1:128"
+VALID_UPLOAD = {"event_id": "e1", "item_id": "i1", "creator_id": "c1", "ts": 1_700_000_000,
+                "title": "A title"}
+
+
+def _b64(values, dtype: str = "<f4") -> str:
+    return base64.b64encode(np.asarray(values, dtype).tobytes()).decode()
+
+
+def _floats(ev: Upload) -> list[float]:
+    return np.frombuffer(ev.embedding, "<f4").tolist()
+
+
+@pytest.mark.parametrize("fields", [
+    {"embedding": [0.5, -1, 2.25]},
+    {"embedding": _b64([0.5, -1, 2.25])},
+    {"embedding": _b64([0.5, -1, 2.25]), "embedding_dtype": "float32"},
+    {"embedding": _b64([0.5, -1, 2.25], "<f2"), "embedding_dtype": "float16"},
+])
+def test_a_supplied_embedding_is_read_as_float32_whatever_its_form(fields):
+    ev = from_dict({**VALID_UPLOAD, **fields, "embedding_model": SPACE}, "upload")
+    assert _floats(ev) == [0.5, -1.0, 2.25]
+    assert ev.embedding_dim == 3 and ev.embedding_model == SPACE
+    assert not ev.extra, "the embedding's fields are not kept as extra metadata"
+    assert decode(encode(ev), "upload") == ev
+
+
+def test_float16_base64_is_half_the_size_of_float32_and_reads_the_same_values():
+    v = np.random.default_rng(0).normal(size=128)
+    f16 = from_dict({**VALID_UPLOAD, "embedding": _b64(v, "<f2"), "embedding_dtype": "float16",
+                     "embedding_model": SPACE}, "upload")
+    assert np.array_equal(np.frombuffer(f16.embedding, "<f4"), v.astype(np.float16))
+    assert len(_b64(v, "<f2")) * 2 == len(_b64(v)) + 4  # 344 vs 684 characters: padding
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"embedding": [1.0] * 4}, "missing field: embedding_model"),
+    ({"embedding_model": SPACE}, "missing field: embedding (embedding_model is given"),
+    ({"embedding_dtype": "float16"}, "missing field: embedding (embedding_dtype is given"),
+    ({"embedding": [1.0], "embedding_model": 7}, "wrong type: embedding_model must be a string"),
+    ({"embedding": [1.0], "embedding_model": "has space"}, "bad embedding model: 'has space'"),
+    ({"embedding": {"x": 1}, "embedding_model": SPACE},
+     "wrong type: embedding must be a list of numbers or a base64 string, got dict"),
+    ({"embedding": 1.5, "embedding_model": SPACE}, "wrong type: embedding must be a list"),
+    ({"embedding": [1.0, "2"], "embedding_model": SPACE},
+     "wrong type: embedding values must be numbers, got str"),
+    ({"embedding": [1.0, True], "embedding_model": SPACE},
+     "wrong type: embedding values must be numbers, got bool"),
+    ({"embedding": [1.0, [2.0]], "embedding_model": SPACE},
+     "wrong type: embedding values must be numbers, got list"),
+    ({"embedding": [1.0], "embedding_model": SPACE, "embedding_dtype": "float32"},
+     "wrong type: embedding_dtype describes a base64 embedding, this one is a list"),
+    ({"embedding": _b64([1.0]), "embedding_model": SPACE, "embedding_dtype": "float64"},
+     "unsupported embedding dtype: 'float64' (float32 or float16)"),
+    ({"embedding": _b64([1.0]), "embedding_model": SPACE, "embedding_dtype": 32},
+     "wrong type: embedding_dtype must be a string, got int"),
+    ({"embedding": [], "embedding_model": SPACE}, "corrupt embedding: no values"),
+    ({"embedding": "", "embedding_model": SPACE}, "corrupt embedding: 0 bytes"),
+    ({"embedding": "AAAA*AAA", "embedding_model": SPACE}, "corrupt embedding: not valid base64"),
+    ({"embedding": "AAAAAA", "embedding_model": SPACE}, "corrupt embedding: not valid base64"),
+    ({"embedding": "AAAAAAA=", "embedding_model": SPACE},
+     "corrupt embedding: 5 bytes is not a whole number of float32 values"),
+    ({"embedding": "ü" * 8, "embedding_model": SPACE}, "corrupt embedding: not valid base64"),
+    ({"embedding": [1.0] * 4097, "embedding_model": SPACE},
+     "too long: embedding has 4097 values, limit 4096"),
+    ({"embedding": _b64([1.0] * 4097), "embedding_model": SPACE}, "too long: embedding has"),
+    ({"embedding": _b64([1.0, np.nan]), "embedding_model": SPACE},
+     "embedding not finite: value 1 is nan"),
+    ({"embedding": _b64([np.inf, 1.0], "<f2"), "embedding_model": SPACE,
+      "embedding_dtype": "float16"}, "embedding not finite: value 0 is inf"),
+    ({"embedding": [1.0, 1e39], "embedding_model": SPACE},
+     "embedding not finite: value 1 (1e+39) overflows float32"),
+    ({"embedding": [0, 0.0, 0], "embedding_model": SPACE},
+     "embedding norm out of range: 0 not in [0.001, 10000]"),
+    ({"embedding": _b64([0.0] * 128), "embedding_model": SPACE},
+     "embedding norm out of range: 0 not in"),
+    ({"embedding": [1e-4, 1e-4], "embedding_model": SPACE}, "embedding norm out of range"),
+    ({"embedding": [3e4, 1.0], "embedding_model": SPACE},
+     "embedding norm out of range: 30000 not in [0.001, 10000]"),
+])
+def test_bad_supplied_embeddings_are_explained(fields, reason):
+    with pytest.raises(InvalidEvent) as exc:
+        from_dict({**VALID_UPLOAD, **fields}, "upload")
+    assert str(exc.value).startswith(reason), str(exc.value)
+
+
+def test_a_null_embedding_is_no_embedding():
+    ev = from_dict({**VALID_UPLOAD, "embedding": None}, "upload")
+    assert ev.embedding is None and ev.embedding_model is None and ev.embedding_dim == 0
+
+
+def test_an_upload_with_a_128_d_embedding_stays_small():
+    ev = from_dict({**VALID_UPLOAD, "embedding": [0.1] * 128, "embedding_model": SPACE}, "upload")
+    assert len(encode(ev)) < 1000  # base64 float32 on the way out: 684 characters

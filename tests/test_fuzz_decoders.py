@@ -12,6 +12,7 @@ import pickle
 import time
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -21,6 +22,9 @@ from PIL import Image
 from streamrec.content.images import KEPT_SIDE, load_image
 from streamrec.records.events import (
     MAX_DEPTH,
+    MAX_EMBEDDING_NORM,
+    MAX_EMBEDDING_VALUES,
+    MIN_EMBEDDING_NORM,
     Event,
     InvalidEvent,
     Upload,
@@ -53,7 +57,9 @@ REASON_KINDS = {
     "duplicate key", "too deeply nested", "empty text", "corrupt image", "image too large",
     "image size out of range", "unsupported image format", "image not found",
     "image reference outside the image root", "bad image reference", "image unreadable",
-    "image reference not allowed", "invalid model update",
+    "image reference not allowed", "invalid model update", "bad embedding model",
+    "unsupported embedding dtype", "corrupt embedding", "embedding not finite",
+    "embedding norm out of range",
 }
 #: Modest, so that this file stays in the fast lane; no deadline (the machine is shared).
 FAST = settings(max_examples=150, deadline=None,
@@ -205,6 +211,58 @@ def test_valid_events_mutated_byte_by_byte(data, kind):
         if not raw:
             break
     outcome(bytes(raw), kind)
+
+
+# ---- supplied embeddings ----------------------------------------------------------------------
+
+SPACE = "minilm-l6-v2+effnet-lite0+tags:fixed-v1:128"
+UPLOAD = {"event_id": "e1", "item_id": "i1", "creator_id": "c1", "ts": 1, "title": "t"}
+#: Vectors whose norm is inside the bounds (floats at any scale a producer might use).
+vectors = st.lists(st.floats(-100, 100, width=32), min_size=1, max_size=300).filter(
+    lambda v: MIN_EMBEDDING_NORM * 1.01 < np.linalg.norm(v) < MAX_EMBEDDING_NORM * 0.99)
+
+
+def embedding_form(v: list[float], form: str) -> dict:
+    if form == "list":
+        return {"embedding": v}
+    dtype = "<f2" if form == "float16" else "<f4"
+    d = {"embedding": b64(np.asarray(v, dtype).tobytes())}
+    return d if form == "default" else {**d, "embedding_dtype": form}
+
+
+@FAST
+@given(v=vectors, form=st.sampled_from(["list", "default", "float32", "float16"]))
+def test_valid_embeddings_decode_to_their_float32_values(v, form):
+    ev = outcome(orjson.dumps({**UPLOAD, **embedding_form(v, form), "embedding_model": SPACE}),
+                 "upload")
+    if form == "float16" and isinstance(ev, str):  # values float16 rounds to zero or beyond
+        assert ev.startswith(("embedding norm out of range", "embedding not finite")), ev
+        return
+    assert not isinstance(ev, str), ev
+    want = np.asarray(v, np.float16 if form == "float16" else np.float32).astype(np.float32)
+    assert np.array_equal(np.frombuffer(ev.embedding, "<f4"), want)
+
+
+embedding_values = (json_values | st.binary(max_size=600).map(b64)
+                    | st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                               max_size=50).map(lambda v: b64(np.asarray(v, "<f4").tobytes()))
+                    | st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.integers(),
+                               max_size=50))
+
+
+@FAST
+@given(embedding=embedding_values,
+       dtype=st.sampled_from([None, "float32", "float16"]) | json_scalars,
+       model=st.sampled_from([None, SPACE]) | json_scalars)
+def test_arbitrary_embedding_fields_are_usable_vectors_or_reasons(embedding, dtype, model):
+    d = {**UPLOAD, "embedding": embedding, "embedding_dtype": dtype, "embedding_model": model}
+    ev = outcome(dumps({k: v for k, v in d.items() if v is not None}), "upload")
+    if isinstance(ev, str) or ev.embedding is None:
+        return
+    x = np.frombuffer(ev.embedding, "<f4")
+    assert 0 < len(x) <= MAX_EMBEDDING_VALUES and np.isfinite(x).all()
+    assert MIN_EMBEDDING_NORM <= np.linalg.norm(x.astype(np.float64)) <= MAX_EMBEDDING_NORM
+    assert isinstance(ev.embedding_model, str)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -13,9 +13,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
+import numpy as np
 import orjson
 
 from streamrec import metrics
+from streamrec.config import BUILTIN_EMBEDDING_MODEL
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.engine.interface import OPS, Incoming, Outgoing, decode_one, reject
 from streamrec.engine.shared_state import SharedState
@@ -26,6 +28,7 @@ from streamrec.records.events import (
     Click,
     Event,
     InvalidEvent,
+    Upload,
     View,
     decode_model_update,
 )
@@ -69,7 +72,8 @@ class Engine:
                  content: EncoderProcess | None = None,
                  students: StudentLoader | None = None,
                  on_offset_reset: str = "relearn",
-                 max_unknown_items: int = MAX_UNKNOWN_ITEMS) -> None:
+                 max_unknown_items: int = MAX_UNKNOWN_ITEMS,
+                 embedding_model: str = BUILTIN_EMBEDDING_MODEL) -> None:
         if on_offset_reset not in OFFSET_RESET_POLICIES:
             raise ValueError(f"unknown offset reset policy {on_offset_reset!r}: "
                              f"{' or '.join(OFFSET_RESET_POLICIES)}")
@@ -80,8 +84,10 @@ class Engine:
         self._batch_starts: dict[str, int] = {}
         self.blend = blend
         self.state = state
-        #: Encodes uploads (text, image) into item embeddings; None: metadata only.
+        #: Encodes uploads (text, image) into item embeddings; None: only supplied ones.
         self.content = content
+        #: The space of the item vectors served: a supplied embedding must name it.
+        self.embedding_model = embedding_model
         #: Fetches published students; None: no student source.
         self.students = students
         self.top_k = top_k
@@ -289,20 +295,54 @@ class Engine:
             await writing
         return out
 
+    def _supplied(self, uploads: list[tuple[Incoming, Upload]], out: Outgoing
+                  ) -> tuple[list[tuple[Incoming, Upload]], dict[str, np.ndarray]]:
+        """The uploads still usable, and the unit vectors of those that supplied one. A
+        supplied embedding of another space than this worker's, or of another dimension than
+        its catalogue's, sends its upload to the dead letters (the decoder has checked the
+        rest: size, finiteness, norm)."""
+        dim = self.state.cache.dim if self.state.cache is not None else None
+        kept, ids, rows = [], [], []
+        for msg, ev in uploads:
+            if ev.embedding is not None:
+                if ev.embedding_model != self.embedding_model:
+                    reject(msg, f"embedding model mismatch: {ev.embedding_model[:200]!r}, this "
+                                f"worker serves {self.embedding_model!r} "
+                                f"(STREAMREC_EMBEDDING_MODEL)", out)
+                    continue
+                if dim is not None and ev.embedding_dim != dim:
+                    reject(msg, f"embedding dimension mismatch: {ev.embedding_dim} values, this "
+                                f"worker's item vectors have {dim}", out)
+                    continue
+                if dim is not None:  # no content source: the upload is registered without it
+                    ids.append(ev.item_id)
+                    rows.append(ev.embedding)
+            kept.append((msg, ev))
+        if not ids:
+            return kept, {}
+        x = np.frombuffer(b"".join(rows), "<f4").reshape(len(ids), dim)
+        # Stored as unit vectors, as the encoders give them: profiles sum items' vectors.
+        x = x / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True).astype(np.float32)
+        return kept, dict(zip(ids, x))
+
     async def uploads(self, batch: Sequence[Incoming]) -> Outgoing:
         """Register uploaded items: recommendable at once through the freshness source, and
-        through the content source once their text and image are encoded (in the encoder
-        process, up to 8 uploads per model call, so the interactions agent keeps running).
-        Uploads with unusable content (blank text, corrupt or oversized image) are
-        dead-lettered."""
+        through the content source once they have a vector: the one the upload supplied
+        (``embedding``), else its text and image encoded (in the encoder process, up to 8
+        uploads per model call, so the interactions agent keeps running). Uploads with
+        unusable content (blank text, corrupt or oversized image, an embedding of the wrong
+        space or dimension) are dead-lettered."""
         out = Outgoing([], [], {})
-        decoded = decode_batch(batch, out, "upload")
+        decoded, supplied = self._supplied(decode_batch(batch, out, "upload"), out)
         vectors: dict[str, object] = {}
-        if self.content is not None and decoded:
+        put_ids: list[str] = list(supplied)
+        put_rows: list[np.ndarray] = list(supplied.values())
+        pending = [(m, ev) for m, ev in decoded if ev.embedding is None]
+        if self.content is not None and pending:
             # Items already in the cache (a replay after a rebalance, another consumer group
             # of the same app) are not encoded again.
-            vectors = await self.state.cache.get_many([ev.item_id for _, ev in decoded])
-            todo = [(m, ev) for m, ev in decoded if ev.item_id not in vectors]
+            vectors = await self.state.cache.get_many([ev.item_id for _, ev in pending])
+            todo = [(m, ev) for m, ev in pending if ev.item_id not in vectors]
             if todo:
                 restarts = self.content.restarts
                 try:
@@ -312,10 +352,15 @@ class Engine:
                 for pos, reason in enc.rejected:
                     reject(todo[pos][0], reason, out)
                 encoded = [todo[p][1].item_id for p in enc.positions]
-                await self.state.cache.put_many(encoded, enc.vectors)
+                put_ids += encoded
+                put_rows += list(enc.vectors)
                 vectors.update(zip(encoded, enc.vectors))
-                rejected = {todo[pos][1].item_id for pos, _ in enc.rejected}
-                decoded = [(m, ev) for m, ev in decoded if ev.item_id not in rejected]
+                rejected = {id(todo[pos][1]) for pos, _ in enc.rejected}
+                decoded = [(m, ev) for m, ev in decoded if id(ev) not in rejected]
+        if put_ids:
+            # A supplied vector replaces the item's cached one: the producer's latest word.
+            await self.state.cache.put_many(put_ids, np.asarray(put_rows, np.float32))
+        vectors.update(supplied)
         items = []
         for msg, ev in decoded:
             self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id), ev.tags)
@@ -323,11 +368,14 @@ class Engine:
             meta = orjson.dumps({"title": ev.title, "description": ev.description,
                                  "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts,
                                  "produced_ts": msg.timestamp, "indexed_ts": time.time(),
-                                 "embedding": ev.item_id in vectors})
+                                 "embedding": ev.item_id in vectors,
+                                 "embedding_supplied": ev.item_id in supplied})
             items.append((ev.item_id, ev.ts, meta))
         await self.state.register_items(items)
         out.stats["events"] = out.stats["events_upload"] = len(items)
         out.stats["embedded"] = len(vectors)
+        if supplied:
+            out.stats["embeddings_supplied"] = len(supplied)
         await self.state.after_batch({}, out.stats)
         return out
 

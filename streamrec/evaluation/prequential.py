@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from streamrec.models.base import Recommendation
 from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
 from streamrec.models.baseline_tags import TagCountBaseline
@@ -124,12 +126,21 @@ def encode_uploads(events: Iterable[Event], batch: int = 64,
                    progress: Callable[[int, int], None] | None = None,
                    image_root: str | None = None) -> dict[str, Any]:
     """Fused content embeddings of every upload's item, encoded in batches (as the worker
-    does); uploads whose content is unusable get none."""
+    does); uploads whose content is unusable get none. An upload that supplies its vector in
+    the encoders' space keeps it, normalised (one of another space gets none)."""
     from streamrec.content.item_encoder import ItemEncoder
 
-    uploads = [e for e in events if isinstance(e, Upload)]
     enc = ItemEncoder(image_root)
     out: dict[str, Any] = {}
+    uploads = []
+    for e in events:
+        if not isinstance(e, Upload):
+            continue
+        if e.embedding is None:
+            uploads.append(e)
+        elif e.embedding_model == enc.version and e.embedding_dim == enc.dim:
+            v = np.frombuffer(e.embedding, "<f4")
+            out[e.item_id] = v / np.linalg.norm(v)
     for a in range(0, len(uploads), batch):
         chunk = uploads[a:a + batch]
         res = enc.encode(chunk)

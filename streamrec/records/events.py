@@ -15,9 +15,12 @@ streamrec.records.events.InvalidEvent: wrong type: user_id must be a string, got
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
+import struct
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Union
@@ -38,6 +41,21 @@ MAX_TAG = 64
 MAX_K = 200
 #: Events from further in the future than this are rejected (clock skew allowance).
 MAX_FUTURE_S = 24 * 3600
+#: A supplied embedding (an upload's ``embedding``): at most this many values, whatever the
+#: catalogue's dimension (the engine checks that); a list of them stays far below an upload's
+#: size limit (about 80 KiB of JSON at 4,096).
+MAX_EMBEDDING_VALUES = 4096
+#: The L2 norm a supplied embedding may have (it is stored normalised). Encoders give unit
+#: vectors, unnormalised model outputs norms of a few to a few hundred; a norm outside these
+#: bounds is an all-zero vector, rounding noise or a unit mix-up, never a direction.
+MIN_EMBEDDING_NORM = 1e-3
+MAX_EMBEDDING_NORM = 1e4
+#: How a base64 ``embedding`` is read (``embedding_dtype``): little-endian IEEE 754 values.
+EMBEDDING_DTYPES = {"float32": "f", "float16": "e"}
+#: Names of embedding spaces (``embedding_model``, ``STREAMREC_EMBEDDING_MODEL``): the
+#: built-in one reads ``minilm-l6-v2+effnet-lite0+tags:fixed-v1:128``.
+MODEL_PATTERN = re.compile(r"[A-Za-z0-9_.:/+,=@-]{1,200}")
+_FLOAT32_MAX = 3.4028234663852886e38
 #: Levels of objects and lists in a message (the event itself is one). Events are flat; the
 #: limit leaves room for an upload's extra metadata, well below the depth at which orjson's
 #: encoder (254) or pickling to the encoder process (about 1000) would fail on a kept value.
@@ -84,7 +102,16 @@ class Upload:
     #: Inline base64 image or a reference; decoded by the multimodal path, kept opaque here.
     image: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A supplied item vector as little-endian float32 bytes (whatever form it came in), used
+    #: instead of encoding the upload; its space is ``embedding_model``.
+    embedding: bytes | None = field(default=None, repr=False)
+    embedding_model: str | None = None
     type = "upload"
+
+    @property
+    def embedding_dim(self) -> int:
+        """Values in the supplied embedding (0 without one)."""
+        return len(self.embedding) // 4 if self.embedding else 0
 
 
 @dataclass(slots=True, frozen=True)
@@ -203,20 +230,110 @@ def _click(d: dict) -> Click:
 
 
 _UPLOAD_FIELDS = {"type", "event_id", "item_id", "creator_id", "ts", "title", "description",
-                  "tags", "image"}
+                  "tags", "image", "embedding", "embedding_model", "embedding_dtype"}
+
+
+def _embedding(d: dict) -> tuple[bytes | None, str | None]:
+    """An upload's supplied vector as float32 little-endian bytes, and its space.
+
+    ``embedding`` is a JSON list of numbers, or base64 (standard alphabet, padded) of
+    little-endian ``embedding_dtype`` values (``float32``, the default, or ``float16``).
+    Checked here: types, size, base64, finiteness, the norm; the dimension and the space
+    depend on the worker (the engine checks them).
+
+    >>> vec, model = _embedding({"embedding": [3, 4.0], "embedding_model": "m1"})
+    >>> struct.unpack("<2f", vec), model
+    ((3.0, 4.0), 'm1')
+    >>> _embedding({"embedding": "AAAAAAAAAAA=", "embedding_model": "m1"})
+    Traceback (most recent call last):
+    ...
+    streamrec.records.events.InvalidEvent: embedding norm out of range: 0 not in [0.001, 10000]
+    """
+    raw, dtype = d.get("embedding"), d.get("embedding_dtype")
+    model = d.get("embedding_model")
+    if raw is None:
+        for name in ("embedding_model", "embedding_dtype"):
+            if d.get(name) is not None:
+                raise InvalidEvent(f"missing field: embedding ({name} is given without it)")
+        return None, None
+    if model is None:
+        raise InvalidEvent("missing field: embedding_model (the space of the embedding)")
+    if not isinstance(model, str):
+        raise InvalidEvent(f"wrong type: embedding_model must be a string, got {type(model).__name__}")
+    if not MODEL_PATTERN.fullmatch(model):
+        raise InvalidEvent(f"bad embedding model: {model[:40]!r} (1-200 chars of "
+                           f"[A-Za-z0-9_.:/+,=@-])")
+    if isinstance(raw, list):
+        if dtype is not None:
+            raise InvalidEvent("wrong type: embedding_dtype describes a base64 embedding, "
+                               "this one is a list")
+        values = _embedding_list(raw)
+    elif isinstance(raw, str):
+        values = _embedding_base64(raw, "float32" if dtype is None else dtype)
+    else:
+        raise InvalidEvent(f"wrong type: embedding must be a list of numbers or a base64 "
+                           f"string, got {type(raw).__name__}")
+    # hypot is one C call, overflow-safe, and NaN or infinite if any value is.
+    norm = math.hypot(*values)
+    if not math.isfinite(norm):
+        at, bad = next((i, v) for i, v in enumerate(values) if not math.isfinite(v))
+        raise InvalidEvent(f"embedding not finite: value {at} is {bad!r}")
+    if not MIN_EMBEDDING_NORM <= norm <= MAX_EMBEDDING_NORM:
+        raise InvalidEvent(f"embedding norm out of range: {norm:.6g} not in "
+                           f"[{MIN_EMBEDDING_NORM:g}, {MAX_EMBEDDING_NORM:g}]")
+    return struct.pack(f"<{len(values)}f", *values), model
+
+
+def _embedding_list(raw: list) -> tuple[float, ...]:
+    if not raw:
+        raise InvalidEvent("corrupt embedding: no values")
+    if len(raw) > MAX_EMBEDDING_VALUES:
+        raise InvalidEvent(f"too long: embedding has {len(raw)} values, limit {MAX_EMBEDDING_VALUES}")
+    for v in raw:
+        if type(v) is not float and type(v) is not int:  # bool is an int: refused too
+            raise InvalidEvent(f"wrong type: embedding values must be numbers, got {type(v).__name__}")
+    for at, v in enumerate(raw):
+        if abs(v) > _FLOAT32_MAX:  # what float32 cannot hold would be infinite
+            raise InvalidEvent(f"embedding not finite: value {at} ({_shown(v)}) overflows float32")
+    return tuple(map(float, raw))
+
+
+def _embedding_base64(raw: str, dtype: Any) -> tuple[float, ...]:
+    if not isinstance(dtype, str):
+        raise InvalidEvent(f"wrong type: embedding_dtype must be a string, got {type(dtype).__name__}")
+    code = EMBEDDING_DTYPES.get(dtype)
+    if code is None:
+        raise InvalidEvent(f"unsupported embedding dtype: {dtype[:40]!r} (float32 or float16)")
+    size = struct.calcsize(code)
+    # Checked before decoding: the text is 4/3 of the bytes.
+    if len(raw) > 4 * -(-MAX_EMBEDDING_VALUES * size // 3):
+        raise InvalidEvent(f"too long: embedding has about {len(raw) * 3 // 4 // size} values, "
+                           f"limit {MAX_EMBEDDING_VALUES}")
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidEvent("corrupt embedding: not valid base64") from None
+    if not data or len(data) % size:
+        raise InvalidEvent(f"corrupt embedding: {len(data)} bytes is not a whole number of "
+                           f"{dtype} values")
+    return struct.unpack(f"<{len(data) // size}{code}", data)
 
 
 def _upload(d: dict) -> Upload:
     image = d.get("image")
     if image is not None and not isinstance(image, (str, dict)):
         raise InvalidEvent(f"wrong type: image must be a string or object, got {type(image).__name__}")
+    # In field order, so the first thing wrong is the reason given.
+    head = (_id(d, "event_id"), _id(d, "item_id"), _id(d, "creator_id"), _ts(d),
+            _text(d, "title", MAX_TITLE, required=True),
+            _text(d, "description", MAX_DESCRIPTION, required=False),
+            _id_list(d, "tags", MAX_TAGS, MAX_TAG))
+    embedding, model = _embedding(d)
     return Upload(
-        _id(d, "event_id"), _id(d, "item_id"), _id(d, "creator_id"), _ts(d),
-        _text(d, "title", MAX_TITLE, required=True),
-        _text(d, "description", MAX_DESCRIPTION, required=False),
-        _id_list(d, "tags", MAX_TAGS, MAX_TAG),
+        *head,
         image if image is None or isinstance(image, str) else orjson.dumps(image).decode(),
         {k: v for k, v in d.items() if k not in _UPLOAD_FIELDS},
+        embedding, model,
     )
 
 
@@ -358,6 +475,8 @@ def to_dict(ev: Event) -> dict[str, Any]:
          and v != {}}
     if isinstance(ev, Upload):
         d.update(d.pop("extra", {}))
+        if ev.embedding is not None:  # float32, the default dtype
+            d["embedding"] = base64.b64encode(ev.embedding).decode()
     d["type"] = ev.type
     return d
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.config import BUILTIN_EMBEDDING_MODEL
 from streamrec.records.events import Click, Event, Upload, View
+from streamrec.simulator.embeddings import topic_vectors
 from streamrec.simulator.render import render_item, to_base64_png
 
 #: Per-topic vocabularies (real words, so a text encoder's semantics carry the topic signal).
@@ -67,6 +69,9 @@ class WorldConfig:
     click_sharpness: float = 6.0
     events_per_s: float = 100.0  #: simulated time: interactions per second
     images: bool = True          #: uploads carry a rendered PNG inline (base64)
+    #: Uploads carry a vector of their topics (``embedding``) instead of an image, so workers
+    #: encode nothing (simulator/embeddings.py); the draws stay as they were.
+    embeddings: bool = False
     seed: int = 0
     # What carries the signal. The defaults are the default world: every field below at its
     # default leaves the random draws, and so the event stream, as they always were.
@@ -160,14 +165,18 @@ class World:
                 out.append(vocab[int(rng.integers(len(vocab)))])
             return out
 
-        image = None
-        if c.images:
+        image = embedding = None
+        if c.embeddings:
+            embedding = topic_vectors(topics, c.seed, np.array([j]))[0].astype("<f4").tobytes()
+        elif c.images:
             image = to_base64_png(render_item(self._pictured(topics, j),
                                               seed=c.seed * 1_000_003 + j))
         return Upload(f"e{next(self._event_ids)}", f"i{j}", f"c{creator}", ts,
                       title=" ".join(words(3)).capitalize(),
                       description=" ".join(words(c.description_words)),
-                      tags=tuple(self.topic_names[t] for t in main), image=image)
+                      tags=tuple(self.topic_names[t] for t in main), image=image,
+                      embedding=embedding,
+                      embedding_model=BUILTIN_EMBEDDING_MODEL if c.embeddings else None)
 
     def _pictured(self, topics: np.ndarray, j: int) -> np.ndarray:
         """The topics item ``j``'s image shows: its own, or (``image_topical`` off) random ones

@@ -35,11 +35,12 @@ class WorldSpec:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def config(self, n_users: int | None = None, n_items: int | None = None, seed: int = 0,
-               images: bool = True, events_per_s: float = 100.0) -> WorldConfig:
+               images: bool = True, events_per_s: float = 100.0,
+               embeddings: bool = False) -> WorldConfig:
         return WorldConfig(n_users=self.n_users if n_users is None else n_users,
                            n_items=self.n_items if n_items is None else n_items,
                            seed=seed, images=images, events_per_s=events_per_s,
-                           **self.settings)
+                           embeddings=embeddings, **self.settings)
 
 
 WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
@@ -67,8 +68,10 @@ WORLDS: dict[str, WorldSpec] = {spec.name: spec for spec in (
 
 
 def make_world(name: str, n_users: int | None = None, n_items: int | None = None,
-               seed: int = 0, images: bool = True, events_per_s: float = 100.0) -> World:
-    """The world called ``name``, at its own size unless ``n_users`` or ``n_items`` is given.
+               seed: int = 0, images: bool = True, events_per_s: float = 100.0,
+               embeddings: bool = False) -> World:
+    """The world called ``name``, at its own size unless ``n_users`` or ``n_items`` is given;
+    with ``embeddings``, uploads carry a vector of their topics instead of an image.
 
     >>> make_world("sparse", seed=1).cfg.n_users
     10000
@@ -76,7 +79,7 @@ def make_world(name: str, n_users: int | None = None, n_items: int | None = None
     spec = WORLDS.get(name)
     if spec is None:
         raise ValueError(f"unknown world {name!r}; known worlds: {', '.join(sorted(WORLDS))}")
-    return World(spec.config(n_users, n_items, seed, images, events_per_s))
+    return World(spec.config(n_users, n_items, seed, images, events_per_s, embeddings))
 
 
 def world_events(name: str, n_events: int, seed: int = 0, n_users: int | None = None,

@@ -149,12 +149,24 @@ class TrainingLog:
     def content(self, image_root: str | Path | None = None, batch: int = 64,
                 progress: Callable[[int, int], None] | None = None) -> ItemContent:
         """Encode every item's upload (items without one, or with unusable content, get zero
-        vectors: only their behaviour speaks for them)."""
+        vectors: only their behaviour speaks for them). An upload that supplied its vector in
+        the encoders' space is not encoded: that vector is its fused embedding, as workers
+        serve it, and its text and image features stay zero."""
         from streamrec.content.item_encoder import ItemEncoder
 
         enc = ItemEncoder(image_root)
         out = self.content_placeholder(enc.dim)
-        rows = [(j, self.uploads[i]) for j, i in enumerate(self.item_ids) if i in self.uploads]
+        rows = []
+        for j, i in enumerate(self.item_ids):
+            up = self.uploads.get(i)
+            if up is None:
+                continue
+            if up.embedding is not None:
+                if up.embedding_model == enc.version and up.embedding_dim == enc.dim:
+                    v = np.frombuffer(up.embedding, "<f4")
+                    out.fused[j] = v / np.linalg.norm(v)
+                continue  # another space: nothing the encoders' vectors can stand in for
+            rows.append((j, up))
         for a in range(0, len(rows), batch):
             chunk = rows[a:a + batch]
             f = enc.features([up for _, up in chunk])
