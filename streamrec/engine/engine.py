@@ -362,8 +362,9 @@ class Engine:
             await self.state.cache.put_many(put_ids, np.asarray(put_rows, np.float32))
         vectors.update(supplied)
         items = []
+        self.blend.add_items([(ev.item_id, ev.ts, vectors.get(ev.item_id), ev.tags)
+                              for _, ev in decoded])
         for msg, ev in decoded:
-            self.blend.add_item(ev.item_id, ev.ts, vectors.get(ev.item_id), ev.tags)
             self.clock = max(self.clock, ev.ts)
             meta = orjson.dumps({"title": ev.title, "description": ev.description,
                                  "tags": ev.tags, "creator_id": ev.creator_id, "ts": ev.ts,

@@ -567,9 +567,10 @@ class SharedState:
         new = [k.decode() for k, _ in items]
         embeddings = await self.cache.get_many(new) if self.cache is not None and new else {}
         tags = await self._item_tags(new) if self.tags is not None and new else {}
-        for k, (_, ts) in zip(new, items):
-            self.blend.add_item(k, ts, embeddings.get(k), tags.get(k, ()))
-            self._items_seen_ts = max(self._items_seen_ts, ts)
+        self.blend.add_items([(k, ts, embeddings.get(k), tags.get(k, ()))
+                              for k, (_, ts) in zip(new, items)])
+        if items:
+            self._items_seen_ts = max(self._items_seen_ts, max(ts for _, ts in items))
         if epochs:
             merged: dict[str, float] = {}
             for e, h in zip(epochs, res):

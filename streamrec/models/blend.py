@@ -398,6 +398,22 @@ class Blend(RecordsChanges):
         for s in self.sources.values():
             s.add_item(item, ts, embedding, tags)
 
+    def add_items(self, uploads: Sequence[tuple[str, float, np.ndarray | None, Sequence[str]]]
+                  ) -> None:
+        """:meth:`add_item` for a batch of ``(item, ts, embedding, tags)``: the content index
+        takes the batch's vectors in one update (a catalogue loaded at start, a batch of
+        uploads). An item given twice keeps its last embedding."""
+        content = self.sources.get("content")
+        vectors: dict[str, np.ndarray] = {}
+        for item, ts, embedding, tags in uploads:
+            self.catalog.mark_uploaded(self.catalog.add(item, ts))
+            for s in self.sources.values():
+                s.add_item(item, ts, None if s is content else embedding, tags)
+            if embedding is not None and content is not None:
+                vectors[item] = embedding
+        if vectors:
+            content.set_embeddings(list(vectors), np.stack(list(vectors.values())))
+
     # ---- recommending ---------------------------------------------------------------------
 
     def dense_for(self, n: int) -> bool:
