@@ -1,7 +1,10 @@
 """The write-back to a real redis-server: a write that fails is resent with the next one and
-lands exactly once, whether or not the failed transaction was applied."""
+lands exactly once, whether or not the failed transaction was applied; other workers pull only
+the items changed since their last pull."""
 
 from __future__ import annotations
+
+import time
 
 import orjson
 import pytest
@@ -32,7 +35,9 @@ async def snapshot(r: aioredis.Redis, prefix: str) -> dict:
     for key in await r.keys(f"{prefix}:*"):
         name = key.decode()[len(prefix):]
         kind = (await r.type(key)).decode()
-        if kind == "zset":
+        if name == ":changed":  # stamped with the time of each write: which items only
+            out[name] = set(await r.zrange(key, 0, -1))
+        elif kind == "zset":
             out[name] = {m: round(s, 9) for m, s in await r.zrange(key, 0, -1, withscores=True)}
         elif kind == "hash":
             out[name] = {k: round(float(v), 9) if ":pop:" in name else v
@@ -174,3 +179,34 @@ async def test_the_pass_through_ceiling_writes_what_the_pipeline_writes(redis_cl
             assert passthrough[key] == value, key
         elif isinstance(value, dict):  # vectors: the same fields, other values (untrained)
             assert set(passthrough[key]) == set(value), key
+
+
+async def test_a_worker_pulls_only_what_others_changed_since_its_last_pull(redis_client):
+    prefix = uid("delta")
+    a = SharedState(redis_client, Blend(seed=0), prefix=prefix, worker="a",
+                    content_version="test")
+    b = SharedState(redis_client, Blend(seed=0), prefix=prefix, worker="b",
+                    content_version="test")
+    await a.load()  # each says it is alive as it loads: neither is alone
+    await b.load()  # the whole state, once
+    learn(a, EVENTS)
+    await a.write_back({}, {})
+
+    def counts(state: SharedState, item: str) -> tuple[float, float]:
+        j = state.blend.catalog.index[item]
+        return float(state.counts.clicks_of(j)), float(state.mf.item_factors[j][0])
+
+    b._last_refresh = 0.0  # as if the refresh interval had passed
+    await b.refresh()
+    for item in ("tea", "cake", "jam"):
+        assert counts(b, item) == pytest.approx(counts(a, item)), item
+    # A change stamped long before the last pull is not pulled again; stamped now, it is.
+    await redis_client.zadd(f"{prefix}:changed", {"tea": time.time() - 3600})
+    await redis_client.hset(f"{prefix}:item-clicks", "tea", 99)
+    b._last_refresh = 0.0
+    await b.refresh()
+    assert counts(b, "tea")[0] == counts(a, "tea")[0]
+    await redis_client.zadd(f"{prefix}:changed", {"tea": time.time()})
+    b._last_refresh = 0.0
+    await b.refresh()
+    assert counts(b, "tea")[0] == 99

@@ -51,6 +51,9 @@ from streamrec.records.errors import StateLost
 #: it are dropped and reloaded from Redis when they return (~11 KB each in the model process,
 #: most of it the candidates and features of their latest list, which the ranker learns from).
 MAX_USERS = 100_000
+#: How far apart two workers' clocks (and a write-back's stamp and its landing) may be: items
+#: changed this long before a worker's last pull are pulled again.
+CLOCK_MARGIN_S = 10.0
 #: How long a user's state stays in Redis after their last event by default (30 days).
 USER_TTL_S = 30 * 86400.0
 
@@ -194,6 +197,10 @@ class SharedState:
         self._in_doubt: list[tuple[bytes, dict[str, int]]] = []
         self._co_loaded: dict[int, float] = {}
         self._last_refresh = 0.0
+        #: Wall time of the last pull of other workers' changes (0: pull everything).
+        self._pulled_at = 0.0
+        #: Items of a failed write-back, stamped as changed with the next one.
+        self._unstamped: set[str] = set()
         #: No other worker beat recently: local copies need loading once, never refreshing.
         self.alone = False
         self._items_seen_ts = -math.inf
@@ -450,6 +457,9 @@ class SharedState:
             pipe.set(f"{self.p}:co-epoch", repr(self.co.epoch))
             groups.append(["p", f"{self.p}:co:", [x for (a, b), w in pairs.items()
                                                   for x in (a, b, w)]])
+        changed = set(popularity)
+        if journal:
+            changed.update(journal)
         groups_json = orjson.dumps(groups) if groups else None
         if groups_json is not None:
             pipe.eval(APPLY_INCREMENTS, 0, cap, groups_json)
@@ -459,6 +469,14 @@ class SharedState:
             cat, Q = self.blend.catalog, self.mf.item_factors
             pipe.hset(f"{self.p}:isgd", mapping={
                 i: Q[cat.index[i]].astype(np.float32).tobytes() for i in vectors})
+        changed |= vectors
+        changed |= self._unstamped
+        self._unstamped = set()
+        if changed:
+            # When each item's shared counts and vector last changed: other workers pull just
+            # those (a catalogue of a million items cannot be read whole every refresh).
+            stamp = time.time()
+            pipe.zadd(f"{self.p}:changed", dict.fromkeys(changed, stamp))
         journal = self.blend.take_changes()
         deltas, states = self._user_changes(self.touched_users, journal)
         users, self.touched_users = {d[0] for d in deltas}, set()
@@ -477,12 +495,13 @@ class SharedState:
             in_doubt.append((groups_json, offsets))
         # In the transaction, so a state gone between two batches is noticed by the next one.
         pipe.get(self._marker_key)
-        return self._execute(pipe, in_doubt, vectors, users, journal, offsets, counters)
+        return self._execute(pipe, in_doubt, vectors, users, journal, offsets, counters,
+                             changed)
 
     async def _execute(self, pipe, in_doubt: list, vectors: set[str], users: set[str],
                        journal: dict[str, list[tuple[int, bool, bool]]],
-                       offsets: dict[str, int],
-                       counters: dict[str, int]) -> list:
+                       offsets: dict[str, int], counters: dict[str, int],
+                       changed: set[str]) -> list:
         try:
             results = await pipe.execute()
         except BaseException:
@@ -494,6 +513,7 @@ class SharedState:
             self._in_doubt = in_doubt + self._in_doubt
             if self.mf is not None:
                 self.mf.mark_changed(vectors)
+            self._unstamped |= changed  # stamped anew with the resend
             self.touched_users |= users
             later = self.blend.journal
             for u, changes in journal.items():  # before what users did since
@@ -547,21 +567,41 @@ class SharedState:
             return
         self._last_refresh = now
         self.alone = not await self._other_workers_alive()
+        wall = time.time()
         if self.alone and not force:
+            if self._pulled_at:  # nobody else wrote since: nothing to pull next time either
+                self._pulled_at = wall
             return
-        pipe = self.r.pipeline(transaction=False)
-        epochs = []
+        changed: list[bytes] | None = None  # None: everything
+        if self._pulled_at:
+            # Writes stamped before the last pull may land after it (a write-back in flight,
+            # clocks apart): items stamped within a margin are read again.
+            since = self._pulled_at - self.refresh_s - CLOCK_MARGIN_S
+            changed = await self.r.zrangebyscore(f"{self.p}:changed", since, "+inf")
+            if wall - self._pulled_at > 3600:
+                await self.r.zremrangebyscore(f"{self.p}:changed", "-inf", wall - 86400)
+        self._pulled_at = wall
+        hashes = []
         if self.pop is not None and self.pop.epoch is not None:
             span = self.pop.half_life_s * EPOCH_HALF_LIVES
             epochs = [self.pop.epoch - span, self.pop.epoch]
-            for e in epochs:
-                pipe.hgetall(f"{self.p}:pop:{int(e)}")
-        pipe.hgetall(f"{self.p}:isgd")
+            hashes = [f"{self.p}:pop:{int(e)}" for e in epochs]
+        else:
+            epochs = []
+        hashes += [f"{self.p}:isgd", f"{self.p}:item-clicks", f"{self.p}:item-events"]
+        pipe = self.r.pipeline(transaction=False)
         pipe.zrangebyscore(f"{self.p}:items:ts", self._items_seen_ts, "+inf", withscores=True)
-        pipe.hgetall(f"{self.p}:item-clicks")
-        pipe.hgetall(f"{self.p}:item-events")
-        res = await pipe.execute()
-        vectors, items, clicks, events = res[len(epochs):]
+        for key in hashes if changed is None or changed else ():
+            if changed is None:
+                pipe.hgetall(key)
+            else:
+                pipe.hmget(key, changed)
+        items, *replies = await pipe.execute()
+        if changed is not None:  # the changed fields each hash holds
+            replies = [{k: v for k, v in zip(changed, r) if v is not None} for r in replies] \
+                or [{} for _ in hashes]
+        res = replies[: len(epochs)]
+        vectors, clicks, events = replies[len(epochs):]
         # The new items first, so that they enter the catalogue at their upload time: an item
         # first met in another worker's counts or vectors would enter as first seen at 0.
         new = [k.decode() for k, _ in items]
