@@ -207,7 +207,7 @@ async def test_a_retired_item_is_in_no_list_the_worker_publishes_after(producer,
     for n, (event_id, u) in enumerate(triggers.items()):
         await send(producer, Click(event_id, u, others[1 + n % 4], now + 6))
     late_click = uid("e")  # a stale page: not learned, no dead letter, still a list
-    await send(producer, Click(late_click, users[0], gone, now + 7))
+    await send(producer, Click(late_click, uid("user"), gone, now + 7))
     await producer.flush()
     await collector.wait_for(lambda: {*triggers, late_click} <= {
         r["trigger"] for r in collector.recommendations})
