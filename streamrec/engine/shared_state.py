@@ -235,6 +235,8 @@ class SharedState:
         #: Items retired here, swept from Redis once more at the next refresh: a write-back
         #: in flight as they were retired may have added to their counters again.
         self._sweep_again: set[str] = set()
+        #: Whether a refresh has pulled the shared state once.
+        self._pulled = False
 
     # ---- users ---------------------------------------------------------------------------
 
@@ -587,18 +589,20 @@ class SharedState:
         return await self.r.eval(RETIRE_ITEMS, 0, self.p, orjson.dumps(hashes),
                                  orjson.dumps(record), orjson.dumps(list(again)))
 
-    async def _apply_retirements(self, remote: dict[bytes, bytes]) -> None:
+    async def _apply_retirements(self, remote: dict[bytes, bytes], loading: bool) -> None:
         """Forget the items retired by other workers since the last refresh, and sweep them
-        from Redis again: a write-back of this worker's may have added to them since."""
+        from Redis again (unless ``loading``: this worker has written nothing yet): a
+        write-back of this worker's may have added to them since."""
         cat, learned = self.blend.catalog, []
         for k, raw in remote.items():
             item = k.decode()
             if item not in cat.retired_at:
-                ts = float(orjson.loads(raw).get("ts", 0.0))
+                ts = retirement_ts(raw)
                 self.blend.forget_item(item, ts)
                 learned.append((item, ts))
         again, self._sweep_again = self._sweep_again, set()
-        again.update(item for item, _ in learned)
+        if not loading:
+            again.update(item for item, _ in learned)
         if again:
             await self._sweep([], again, max((ts for _, ts in learned), default=time.time()))
 
@@ -633,7 +637,7 @@ class SharedState:
         self._last_refresh = now
         self.alone = not await self._other_workers_alive()
         if self.alone and not force:
-            await self._apply_retirements({})
+            await self._apply_retirements({}, loading=False)
             return
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(f"{self.p}:retired")
@@ -649,7 +653,8 @@ class SharedState:
         pipe.hgetall(f"{self.p}:item-events")
         res = await pipe.execute()
         # Retirements first, so that nothing pulled below brings a retired item back.
-        await self._apply_retirements(res.pop(0))
+        await self._apply_retirements(res.pop(0), loading=not self._pulled)
+        self._pulled = True
         retired = self.blend.catalog.retired_at
         vectors, items, clicks, events = res[len(epochs):]
         # The new items first, so that they enter the catalogue at their upload time: an item
@@ -689,6 +694,16 @@ class SharedState:
 
     async def save_ranker(self) -> None:
         await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))
+
+
+def retirement_ts(raw: bytes) -> float:
+    """The time of a retirement as ``{p}:retired`` holds it (0 if unreadable: retired all the
+    same, and any upload after it brings the item back)."""
+    try:
+        ts = orjson.loads(raw).get("ts", 0.0)
+        return float(ts) if isinstance(ts, (int, float)) and math.isfinite(ts) else 0.0
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0.0
 
 
 async def read_stats(redis: aioredis.Redis, prefix: str = "streamrec") -> dict[str, int]:
