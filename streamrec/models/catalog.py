@@ -44,6 +44,8 @@ class Catalog:
         #: Retired item -> the time of its retirement (ids never held here included: a
         #: retirement may come before anything else of its item reaches this worker).
         self.retired_at: dict[str, float] = {}
+        #: Indices of the retired items held here (a set: hot loops test it cheaply).
+        self.retired_indices: set[int] = set()
         self._retired_rows: np.ndarray | None = np.empty(0, np.int64)
 
     def __len__(self) -> int:
@@ -67,6 +69,7 @@ class Catalog:
         self._first_seen[j] = ts
         if self.retired_at and item_id in self.retired_at:
             self._retired[j] = True
+            self.retired_indices.add(j)
             self._retired_rows = None
         return j
 
@@ -77,6 +80,7 @@ class Catalog:
         j = self.index.get(item_id)
         if j is not None and not self._retired[j]:
             self._retired[j] = True
+            self.retired_indices.add(j)
             self._retired_rows = None
         return j
 
@@ -86,6 +90,7 @@ class Catalog:
             j = self.index.get(item_id)
             if j is not None:
                 self._retired[j] = False
+                self.retired_indices.discard(j)
                 self._retired_rows = None
 
     def is_retired(self, item_id: str) -> bool:

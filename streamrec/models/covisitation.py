@@ -79,10 +79,10 @@ class CoVisitation(RecordsChanges, CandidateSource):
         self.recent.pop(user, None)
 
     def forget_item(self, item: str) -> None:
-        """Drop ``item``'s neighbours, its place in every other item's list and in users'
-        recent items (so no new pair is made with it), and its count. A scan of every list
-        and user: retirements are rare, and a list pruned on one side may still hold it on
-        the other."""
+        """Drop ``item``'s neighbours, its place in every other item's list, and its count. A
+        scan of every list (retirements are rare, and a list pruned on one side may still
+        hold it on the other). Users' recent items keep it until it ages out: no pair is
+        made with a retired item, and it has no neighbours to score with."""
         super().forget_item(item)
         j = self.catalog.index.get(item)
         if j is None:
@@ -91,9 +91,6 @@ class CoVisitation(RecordsChanges, CandidateSource):
         for nb in self.neighbours.values():
             if j in nb.pos:
                 nb.remove(j)
-        for hist in self.recent.values():
-            while j in hist:
-                hist.remove(j)
         if j < len(self._count):
             self._count[j] = 0.0
         if self.journal:
@@ -108,13 +105,14 @@ class CoVisitation(RecordsChanges, CandidateSource):
         if hist is None:
             hist = self.recent[user] = deque(maxlen=self.window)
         ids, journal, neighbours = self.catalog.ids, self.journal, self.neighbours
+        gone = self.catalog.retired_indices  # users' recent items may still hold some
         mine = None
         keep_lists = self.keep_lists
         # ~4 pairs per event, in the hottest loop of learning: the lists are fetched inline.
         for dist, j in enumerate(reversed(hist), start=1):
             if dist > self.pair_window:
                 break
-            if j == i:
+            if j == i or (gone and j in gone):
                 continue
             w = scale / dist
             if keep_lists:
