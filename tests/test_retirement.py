@@ -142,6 +142,9 @@ async def test_a_replayed_upload_stays_retired_and_a_later_one_restores(redis_cl
     # Uploaded again after its retirement, in a later batch or the same one: live again.
     await a.run("uploads", [Retire("r-y", GONE, now + 100), Retire("r-z", ITEMS[1], now + 100)])
     assert not any(GONE in got for got in a.lists(now + 100).values())
+    b = Worker(redis_client, prefix, "b")  # knows GONE as retired, then hears it came back
+    await b.state.load()
+    assert b.state.blend.catalog.is_retired(GONE)
     await a.run("uploads", [Upload("u-y", GONE, "c1", now + 110, "back again"),
                             Retire("r-w", ITEMS[2], now + 100),
                             Upload("u-w", ITEMS[2], "c1", now + 120, "kept")])
@@ -151,13 +154,17 @@ async def test_a_replayed_upload_stays_retired_and_a_later_one_restores(redis_cl
     assert await redis_client.hget(f"{prefix}:items", GONE) is not None
     assert await redis_client.hexists(f"{prefix}:retired", GONE) == 0
     assert any(GONE in got for got in a.lists(now + 110).values())
-    # Another worker starting now sees the same: ITEMS[1] retired, GONE live.
-    b = Worker(redis_client, prefix, "b")
-    await b.state.load()
-    assert b.state.blend.catalog.is_retired(ITEMS[1])
-    assert not b.state.blend.catalog.is_retired(GONE)
-    got = b.lists(now + 110)
-    assert not any(ITEMS[1] in g for g in got.values()) and any(GONE in g for g in got.values())
+    # The other worker at its refresh, and one starting now, see the same: ITEMS[1] retired,
+    # GONE live.
+    await b.state.refresh(force=True)
+    c = Worker(redis_client, prefix, "c")
+    await c.state.load()
+    for w in (b, c):
+        assert w.state.blend.catalog.is_retired(ITEMS[1])
+        assert not w.state.blend.catalog.is_retired(GONE)
+        got = w.lists(now + 110)
+        assert not any(ITEMS[1] in g for g in got.values())
+        assert any(GONE in g for g in got.values())
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
