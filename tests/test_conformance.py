@@ -10,8 +10,8 @@ import pytest
 
 from streamrec.engine.shared_state import SharedState
 from streamrec.models import checks
-from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
 from streamrec.models.base import CandidateSource
+from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
 from streamrec.models.baseline_tags import TagCountBaseline
 from streamrec.models.blend import Blend
 from streamrec.models.content import ContentSource
