@@ -94,6 +94,28 @@ class EmbeddingIndex:
         self._missing[rows] = 0.0
         self._rebuild((self._sum / (self.count + self.prior_items)).astype(np.float32))
 
+    def remove(self, row: int) -> None:
+        """Clear ``row`` (a retired item): it holds no vector and scores ``-inf``; the centre
+        loses it as :meth:`add` would move it.
+
+        >>> idx = EmbeddingIndex(dim=2)
+        >>> idx.add(0, np.array([1.0, 0.0])); idx.add(2, np.array([0.6, 0.8]))
+        >>> idx.remove(2); idx.remove(7)  # an unknown row is no error
+        >>> 2 in idx, idx.count, idx.search(np.array([[0.0, 1.0]]), k=1).tolist()
+        (False, 1, [[0]])
+        """
+        if row not in self:
+            return
+        self._sum -= self._weighed(self.matrix[row][None])[0]
+        self.count -= 1
+        self.matrix[row] = 0.0
+        self.centred[row] = 0.0
+        self.has[row] = False
+        self._missing[row] = -np.inf
+        mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
+        if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
+            self._rebuild(mean)
+
     def _weighed(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.weigh is None else self.weigh(rows)
 
