@@ -9,6 +9,11 @@ EVENTS = Counter("streamrec_events", "Valid events processed", ["type"], registr
 DEAD_LETTERS = Counter("streamrec_dead_letters", "Events sent to dead-letter", ["reason"],
                        registry=REGISTRY)
 RECOMMENDATIONS = Counter("streamrec_recommendations", "Lists published", registry=REGISTRY)
+RETIREMENTS = Counter("streamrec_retirements", "Items retired (retire events processed)",
+                      registry=REGISTRY)
+RETIRED_ITEM_EVENTS = Counter("streamrec_retired_item_events", "Views and clicks of retired "
+                              "items, and uploads older than their item's retirement, not "
+                              "learned", ["type"], registry=REGISTRY)
 BATCH_SECONDS = Histogram("streamrec_batch_seconds", "Time to process one micro-batch",
                           ["agent"], registry=REGISTRY,
                           buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))

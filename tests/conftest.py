@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.processes import start_worker, wait_for_worker
 from streamrec.records.dead_letter import reason_of
-from streamrec.records.events import Event, RecRequest, Upload, encode
+from streamrec.records.events import Event, RecRequest, Retire, Upload, encode
 from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS, TOPIC_OF, ensure_topics
 
 
@@ -30,8 +30,9 @@ def uid(prefix: str) -> str:
 
 
 async def send(producer: AIOKafkaProducer, ev: Event, topic: str | None = None) -> None:
-    """Publish ``ev`` on its topic, keyed as apps key it (uploads by item, the rest by user)."""
-    key = ev.item_id if isinstance(ev, Upload) else ev.user_id
+    """Publish ``ev`` on its topic, keyed as apps key it (uploads and retirements by item,
+    the rest by user)."""
+    key = ev.item_id if isinstance(ev, (Upload, Retire)) else ev.user_id
     await producer.send(topic or TOPIC_OF[ev.type], encode(ev), key=key.encode())
 
 

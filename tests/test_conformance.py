@@ -10,6 +10,7 @@ import pytest
 
 from streamrec.engine.shared_state import SharedState
 from streamrec.models import checks
+from streamrec.models.base import CandidateSource
 from streamrec.models.baseline_cooccurrence import CoOccurrenceBaseline
 from streamrec.models.baseline_tags import TagCountBaseline
 from streamrec.models.blend import Blend
@@ -90,6 +91,45 @@ def test_a_check_fails_a_model_that_breaks_the_contract():
 
     with pytest.raises(AssertionError, match="still known after forget_user"):
         checks.check_a_forgotten_user_is_a_new_user(lambda seed: Remembers())
+
+    class Ignores(DecayedPopularity):
+        """Neither bans nor forgets a retired item."""
+
+        def forget_item(self, item):
+            pass
+
+    with pytest.raises(AssertionError, match="still proposed"):
+        checks.check_a_forgotten_item_is_never_proposed_again(lambda seed: Ignores())
+
+    class Hoards(DecayedPopularity):
+        """Bans a retired item through the catalogue but keeps its counts."""
+
+        def forget_item(self, item):
+            CandidateSource.forget_item(self, item)
+
+    with pytest.raises(AssertionError, match="still scored"):
+        checks.check_a_forgotten_item_is_never_proposed_again(lambda seed: Hoards())
+
+
+def test_a_retired_item_stays_out_of_the_blend_whatever_reaches_it():
+    """Its later clicks are not learned, and neighbour lists read from elsewhere (another
+    worker's, not yet swept) lose it, so no user's list holds it."""
+    blend = Blend(seed=0)
+    history = checks.feed(blend)
+    gone = "item3"
+    blend.forget_item(gone, ts=checks.NOW)
+    co = blend.sources["covisitation"]
+    j = blend.catalog.index[gone]
+    assert all(j not in nb.pos for nb in co.neighbours.values())
+    for user in history:  # a burst of clicks on it from stale pages
+        blend.learn_one(user, gone, checks.NOW + 1, True)
+    assert blend.item_counts.clicks_of(np.array([j]))[0] == 0
+    assert all(j not in nb.pos for nb in co.neighbours.values())
+    other = blend.catalog.index["item4"]
+    co.set_neighbours(other, np.array([j, 5]), np.array([9.0, 1.0]))  # as loaded from Redis
+    assert j not in co.neighbours[other].pos
+    for user in history:
+        assert gone not in {r.item_id for r in blend.recommend(user, 30, (), checks.NOW + 2)}
 
 
 @pytest.mark.integration

@@ -11,9 +11,11 @@ from streamrec.records.events import (
     Click,
     InvalidEvent,
     RecRequest,
+    Retire,
     Upload,
     View,
     decode,
+    decode_item_event,
     encode,
     from_dict,
 )
@@ -28,6 +30,7 @@ def test_round_trip_of_every_type():
         Click("e2", "u1", "i1", 2.0, request_id="r1"),
         Upload("e3", "i9", "c1", 3.0, "A title", "words", ("tag1", "tag2"), extra={"lang": "en"}),
         RecRequest("r2", "u1", k=5, exclude=("i1",), ts=4.0),
+        Retire("e4", "i9", 5.0, "moderation"),
     ]
     for ev in events:
         assert decode(encode(ev), ev.type) == ev
@@ -77,6 +80,30 @@ def test_upload_and_request_limits():
         from_dict({"event_id": "e1"})
 
 
+def test_the_uploads_topic_carries_uploads_and_retirements():
+    up = Upload("e1", "i9", "c1", 3.0, "A title")
+    assert decode_item_event(encode(up)) == up
+    retire = Retire("e2", "i9", 4.0)
+    assert decode_item_event(encode(retire)) == retire
+    assert b'"type":"retire"' in encode(retire)
+    # Without its type, a retirement reads as an upload and lacks an upload's fields.
+    with pytest.raises(InvalidEvent, match="missing field: creator_id"):
+        decode_item_event(b'{"event_id": "e2", "item_id": "i9", "ts": 4}')
+    with pytest.raises(InvalidEvent, match="too long: reason has 201 characters"):
+        decode_item_event(encode(Retire("e2", "i9", 4.0, "x" * 201)))
+    with pytest.raises(InvalidEvent, match="oversized payload: .* limit 4096"):
+        decode_item_event(orjson.dumps({**orjson.loads(encode(retire)), "pad": "y" * 5000}))
+    with pytest.raises(InvalidEvent, match="missing field: item_id"):
+        decode_item_event(b'{"type": "retire", "event_id": "e2", "ts": 4}')
+    for bad, reason in ((None, "empty message"), (b"{", "malformed JSON"),
+                        (b" " * 1_100_000, "oversized payload")):
+        with pytest.raises(InvalidEvent, match=reason):
+            decode_item_event(bad)
+    # A retirement belongs on uploads only.
+    with pytest.raises(InvalidEvent, match="'retire' does not belong on the view stream"):
+        decode(encode(retire), "view")
+
+
 @pytest.mark.parametrize("declared", [[], {}, ["view"], {"a": 1}, 7, True])
 def test_a_type_that_is_not_a_string_is_an_invalid_event(declared):
     for expected in ("view", "click", "upload", "rec-request", None):
@@ -94,6 +121,7 @@ VALID = {
     "upload": {"event_id": "e1", "item_id": "i1", "creator_id": "c1", "ts": 1.0, "title": "t",
                "description": "d", "tags": ["a"], "image": "data:image/png;base64,AA=="},
     "rec-request": {"request_id": "r1", "user_id": "u1", "k": 5, "exclude": ["i1"], "ts": 1.0},
+    "retire": {"event_id": "e1", "item_id": "i1", "ts": 1.0, "reason": "spam"},
 }
 
 

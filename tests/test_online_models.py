@@ -16,7 +16,7 @@ from streamrec.models.index import EmbeddingIndex
 from streamrec.models.isgd import ISGD
 from streamrec.models.popularity import EPOCH_HALF_LIVES, DecayedPopularity
 from streamrec.models.river_mf import RiverBiasedMF
-from streamrec.records.events import Click, Upload, View
+from streamrec.records.events import Click, Retire, Upload, View
 
 
 def test_popularity_halves_per_half_life_and_survives_epoch_changes():
@@ -120,6 +120,20 @@ def test_prequential_tells_clicks_on_new_items_from_other_cold_clicks():
     m = res["models"]["oracle"]
     assert m["cold_hr_at_10"] == 0.5  # u's first click on "old" missed, v's on "fresh" hit
     assert m["new_item_hr_at_10"] == 1.0  # only v's click counts: w's item was clicked before
+
+
+def test_prequential_retires_items_as_a_worker_does():
+    # "hit" is popular, then retired: the popularity source forgets it, and the clicks on it
+    # that follow (stale pages) are neither learned nor scored.
+    log = [Upload("e0", "hit", "c", 0.0, "hit"), Upload("e1", "other", "c", 0.0, "other")]
+    log += [Click(f"c{n}", f"fan{n}", "hit", 1.0 + n) for n in range(5)]
+    log += [Click("c9", "fan9", "other", 7.0), Retire("r", "hit", 8.0)]
+    log += [Click("c10", "late", "hit", 9.0), Click("c11", "u", "other", 10.0)]
+    pop = DecayedPopularity()
+    res = prequential(log, {"popularity": pop})
+    assert res["clicks"] == 7  # c10 is not scored
+    assert pop.score_all(None, 10.0)[pop.catalog.index["hit"]] == 0.0
+    assert [r.item_id for r in pop.recommend("anyone", 5, (), 10.0)] == ["other"]
 
 
 def test_blend_proposes_content_matches_nobody_has_clicked_beside_warm_ones():

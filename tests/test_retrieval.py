@@ -30,6 +30,13 @@ def test_banned_keys_answer_as_the_mask_does(seed, monkeypatch):
     rows, cols = rng.integers(0, users, 50), rng.integers(0, n, 50)
     assert (keys.contains(rows, cols) == dense.contains(rows, cols)).all()
     assert keys.most == dense.most == max(map(len, per_user))
+    retired = rng.choice(n, 3, replace=False)  # nobody's
+    monkeypatch.setattr(candidates, "DENSE_CELLS", 4_000_000)
+    dense = Banned(n, per_user, everyone=retired)
+    monkeypatch.setattr(candidates, "DENSE_CELLS", 0)
+    keys = Banned(n, per_user, everyone=retired)
+    assert (keys.block(items) == dense.block(items)).all()
+    assert dense.block(retired).all() and keys.contains(rows * 0, retired[cols % 3]).all()
 
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,8 +29,10 @@ from streamrec.records.events import (
     Click,
     Event,
     InvalidEvent,
+    Retire,
     Upload,
     View,
+    decode_item_event,
     decode_model_update,
 )
 from streamrec.snapshots.hot_swap import StudentLoader
@@ -267,13 +270,20 @@ class Engine:
         latest: dict[str, tuple[str, float]] = {}
         new_offsets: dict[str, int] = {}
         learned = 0
+        retired = self.blend.catalog.retired_at
         for msg, ev in events:
             part = f"{msg.topic}:{msg.partition}"
             # Replayed after a rebalance (already in Redis) or a duplicate id: do not learn
             # twice, but the user still gets a fresh list.
             if msg.offset > applied.get(part, -1) and not self._duplicate(ev.event_id):
-                self.learn(ev)
-                learned += 1
+                if retired and ev.item_id in retired:
+                    # A stale page's view or click of a retired item: normal traffic, not
+                    # learned, counted (streamrec_retired_item_events_total).
+                    key = f"ignored_retired_{ev.type}"
+                    out.stats[key] = out.stats.get(key, 0) + 1
+                else:
+                    self.learn(ev)
+                    learned += 1
                 new_offsets[part] = max(new_offsets.get(part, -1), msg.offset)
             self.clock = max(self.clock, ev.ts)
             latest[ev.user_id] = (ev.event_id, msg.timestamp)
@@ -333,7 +343,8 @@ class Engine:
         unusable content (blank text, corrupt or oversized image, an embedding of the wrong
         space or dimension) are dead-lettered."""
         out = Outgoing([], [], {})
-        decoded, supplied = self._supplied(decode_batch(batch, out, "upload"), out)
+        decoded, retirements = self._item_events(batch, out)
+        decoded, supplied = self._supplied(decoded, out)
         vectors: dict[str, object] = {}
         put_ids: list[str] = list(supplied)
         put_rows: list[np.ndarray] = list(supplied.values())
@@ -377,8 +388,52 @@ class Engine:
         out.stats["embedded"] = len(vectors)
         if supplied:
             out.stats["embeddings_supplied"] = len(supplied)
+        await self._retire(retirements, out)
         await self.state.after_batch({}, out.stats)
         return out
+
+    def _item_events(self, batch: Sequence[Incoming], out: Outgoing
+                     ) -> tuple[list[tuple[Incoming, Upload]], list[tuple[Incoming, Retire]]]:
+        """The uploads topic's batch, in order, as the uploads to take in and the retirements
+        to apply after them. An upload no newer than its item's retirement (known already, or
+        earlier in the batch) stays out: a replay of the upload that retirement outdates. A
+        retirement followed by a newer upload of its item is superseded by it."""
+        cat = self.blend.catalog
+        uploads: list[tuple[Incoming, Upload]] = []
+        retiring: dict[str, tuple[Incoming, Retire]] = {}
+        for msg in batch:
+            try:
+                ev = decode_item_event(msg.value)
+            except InvalidEvent as exc:
+                reject(msg, str(exc), out)
+                continue
+            if isinstance(ev, Retire):
+                if ev.item_id not in retiring or ev.ts >= retiring[ev.item_id][1].ts:
+                    retiring[ev.item_id] = (msg, ev)
+                continue
+            earlier = retiring.get(ev.item_id)
+            since = max(cat.retired_at.get(ev.item_id, -math.inf),
+                        earlier[1].ts if earlier is not None else -math.inf)
+            if ev.ts <= since:
+                out.stats["ignored_retired_upload"] = out.stats.get("ignored_retired_upload",
+                                                                    0) + 1
+                continue
+            retiring.pop(ev.item_id, None)
+            uploads.append((msg, ev))
+        return uploads, list(retiring.values())
+
+    async def _retire(self, retirements: list[tuple[Incoming, Retire]], out: Outgoing) -> None:
+        """Retire items: every model forgets them now (no list computed from here on holds
+        them), Redis drops their state, and the other workers forget them at their next
+        refresh (:meth:`SharedState.retire_items`)."""
+        if not retirements:
+            return
+        for _, ev in retirements:
+            self.blend.forget_item(ev.item_id, ev.ts)
+            self.clock = max(self.clock, ev.ts)
+        await self.state.retire_items([(ev.item_id, ev.ts, ev.reason) for _, ev in retirements])
+        out.stats["events"] = out.stats.get("events", 0) + len(retirements)
+        out.stats["events_retire"] = out.stats["retired"] = len(retirements)
 
     async def requests(self, batch: Sequence[Incoming]) -> Outgoing:
         """Answer rec-requests with the user's current list."""

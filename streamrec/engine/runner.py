@@ -82,6 +82,9 @@ async def publish(producer, out: Outgoing) -> None:
     for k, v in out.stats.items():
         if k.startswith("events_"):
             metrics.EVENTS.labels(k[len("events_"):]).inc(v)
+        elif k.startswith("ignored_retired_"):
+            metrics.RETIRED_ITEM_EVENTS.labels(k[len("ignored_retired_"):]).inc(v)
+    metrics.RETIREMENTS.inc(out.stats.get("retired", 0))
 
 
 async def pipelined(batches, submit: Callable[[Sequence[Incoming]], Awaitable[Outgoing]],

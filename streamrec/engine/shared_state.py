@@ -17,6 +17,8 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:isgd               hash item -> float32 latent vector bytes
     {p}:items              hash item -> JSON metadata (uploads)
     {p}:items:ts           zset item -> first-seen time
+    {p}:retired            hash item -> JSON retirement (ts, reason, when processed): the items
+                           retired, whose other keys are dropped
     {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
     {p}:user:{user}        JSON user state (recent items, activity, latent vector, content
                            and tag profiles), expiring after ``user_ttl_s`` without events
@@ -44,7 +46,7 @@ import redis.asyncio as aioredis
 
 from streamrec.content.embedding_cache import EmbeddingCache
 from streamrec.models.blend import Blend
-from streamrec.models.popularity import EPOCH_HALF_LIVES
+from streamrec.models.popularity import EPOCH_HALF_LIVES, epoch_of
 from streamrec.records.errors import StateLost
 
 #: Users whose state a worker keeps in memory by default; the least recently active beyond
@@ -148,6 +150,39 @@ return 1
 """
 
 
+#: Drops retired items' state, in one round trip: their metadata and first-seen time, their
+#: entries in the per-item hashes (embeddings, popularity, counts, latent vectors), their
+#: neighbour list and their place in the lists of those neighbours (other lists that still
+#: hold it, pruned from its own, are dropped by their readers and decay away). ARGV: prefix,
+#: JSON [hash keys], JSON [[item, retirement JSON], ...] to record and sweep, then JSON
+#: [items] to sweep again. Only items recorded as retired are swept: one uploaded again
+#: meanwhile keeps its new state.
+RETIRE_ITEMS = """
+local p = ARGV[1]
+local hashes, retired = cjson.decode(ARGV[2]), p .. ":retired"
+for _, d in ipairs(cjson.decode(ARGV[3])) do
+  redis.call("HSET", retired, d[1], d[2])
+end
+local swept = 0
+for _, group in ipairs({cjson.decode(ARGV[3]), cjson.decode(ARGV[4])}) do
+  for _, d in ipairs(group) do
+    local item = type(d) == "table" and d[1] or d
+    if redis.call("HEXISTS", retired, item) == 1 then
+      for _, h in ipairs(hashes) do redis.call("HDEL", h, item) end
+      redis.call("ZREM", p .. ":items:ts", item)
+      local key = p .. ":co:" .. item
+      for _, n in ipairs(redis.call("ZRANGE", key, 0, -1)) do
+        redis.call("ZREM", p .. ":co:" .. n, item)
+      end
+      redis.call("DEL", key)
+      swept = swept + 1
+    end
+  end
+end
+return swept
+"""
+
+
 class SharedState:
     """Reads and writes one :class:`Blend`'s state in Redis."""
 
@@ -204,6 +239,11 @@ class SharedState:
         #: No other worker beat recently: local copies need loading once, never refreshing.
         self.alone = False
         self._items_seen_ts = -math.inf
+        #: Items retired here, swept from Redis once more at the next refresh: a write-back
+        #: in flight as they were retired may have added to their counters again.
+        self._sweep_again: set[str] = set()
+        #: Whether a refresh has pulled the shared state once.
+        self._pulled = False
 
     # ---- users ---------------------------------------------------------------------------
 
@@ -310,9 +350,9 @@ class SharedState:
             b.mark_seen(user, index(i))
         b.clicked[user] = {index(i) for i in clicked}
         b.activity[user] = int(d.get("n", 0))
-        if self.co is not None:
-            self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())),
-                                         maxlen=self.co.window)
+        if self.co is not None:  # without retired items: no new pair is made with them
+            self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())
+                                          if i not in cat.retired_at), maxlen=self.co.window)
         if self.mf is not None and "p" in d:
             self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).astype(
                 np.float64)
@@ -535,7 +575,56 @@ class SharedState:
         pipe = self.r.pipeline(transaction=False)
         pipe.hset(f"{self.p}:items", mapping={i: meta for i, _, meta in items})
         pipe.zadd(f"{self.p}:items:ts", {i: ts for i, ts, _ in items}, nx=True)
+        pipe.hdel(f"{self.p}:retired", *{i for i, _, _ in items})  # uploaded again: live
         await pipe.execute()
+
+    async def retire_items(self, retirements: list[tuple[str, float, str | None]]) -> None:
+        """Record retired items (id, retirement time, reason) for every worker, and drop their
+        state from Redis (see ``RETIRE_ITEMS``); the other workers forget them at their next
+        refresh. The blend has forgotten them already, so no later write-back adds them back
+        (one in flight now may: they are swept again at the next refresh)."""
+        if not retirements:
+            return
+        now = time.time()
+        await self._sweep([(item, orjson.dumps({"ts": ts, "reason": reason, "retired_at": now})
+                            .decode()) for item, ts, reason in retirements],
+                          [], max(ts for _, ts, _ in retirements))
+        self._sweep_again.update(item for item, _, _ in retirements)
+
+    async def _sweep(self, record: list[tuple[str, str]], again: Iterable[str],
+                     ts: float) -> int:
+        """Run ``RETIRE_ITEMS``: record and sweep ``record`` ((item, retirement JSON)), sweep
+        ``again`` (items); ``ts``, a time of the retirements, names the popularity epochs."""
+        hashes = [f"{self.p}:{k}" for k in ("items", "item-clicks", "item-events", "isgd")]
+        if self.cache is not None:
+            hashes.append(self.cache.key)
+            for item in [i for i, _ in record] + list(again):  # a re-upload is encoded anew
+                self.cache.local.pop(item, None)
+        if self.pop is not None:
+            span = self.pop.half_life_s * EPOCH_HALF_LIVES
+            epochs = {epoch_of(ts, self.pop.half_life_s)}
+            if self.pop.epoch is not None:
+                epochs.add(self.pop.epoch)
+            hashes += [f"{self.p}:pop:{int(e)}" for e in epochs | {e - span for e in epochs}]
+        return await self.r.eval(RETIRE_ITEMS, 0, self.p, orjson.dumps(hashes),
+                                 orjson.dumps(record), orjson.dumps(list(again)))
+
+    async def _apply_retirements(self, remote: dict[bytes, bytes], loading: bool) -> None:
+        """Forget the items retired by other workers since the last refresh, and sweep them
+        from Redis again (unless ``loading``: this worker has written nothing yet): a
+        write-back of this worker's may have added to them since."""
+        cat, learned = self.blend.catalog, []
+        for k, raw in remote.items():
+            item = k.decode()
+            if item not in cat.retired_at:
+                ts = retirement_ts(raw)
+                self.blend.forget_item(item, ts)
+                learned.append((item, ts))
+        again, self._sweep_again = self._sweep_again, set()
+        if not loading:
+            again.update(item for item, _ in learned)
+        if again:
+            await self._sweep([], again, max((ts for _, ts in learned), default=time.time()))
 
     async def load(self) -> None:
         """At start-up: the state's marker (created with the state), everything shared, and
@@ -557,8 +646,11 @@ class SharedState:
         return (await pipe.execute())[-1] > 1
 
     async def refresh(self, force: bool = False) -> None:
-        """Pull what other workers wrote: popularity, item vectors, new items. Runs at most
-        every ``refresh_s`` unless forced; call it between batches (journals empty).
+        """Pull what other workers wrote: retirements, popularity, item vectors and counts,
+        new items. Runs at most every ``refresh_s`` unless forced; call it between batches
+        (journals empty). The first pull reads everything; later ones only the items stamped
+        in ``{p}:changed`` since the last pull (less a margin), so a pull costs what changed,
+        not the catalogue.
 
         A worker alone in its group skips the pulls: its hot copy already holds everything
         (the pulls cost ~30 ms at 2,000 items, which showed up as the p99 latency)."""
@@ -569,6 +661,7 @@ class SharedState:
         self.alone = not await self._other_workers_alive()
         wall = time.time()
         if self.alone and not force:
+            await self._apply_retirements({}, loading=False)
             if self._pulled_at:  # nobody else wrote since: nothing to pull next time either
                 self._pulled_at = wall
             return
@@ -582,24 +675,28 @@ class SharedState:
                 await self.r.zremrangebyscore(f"{self.p}:changed", "-inf", wall - 86400)
         self._pulled_at = wall
         hashes = []
+        epochs = []
         if self.pop is not None and self.pop.epoch is not None:
             span = self.pop.half_life_s * EPOCH_HALF_LIVES
             epochs = [self.pop.epoch - span, self.pop.epoch]
             hashes = [f"{self.p}:pop:{int(e)}" for e in epochs]
-        else:
-            epochs = []
         hashes += [f"{self.p}:isgd", f"{self.p}:item-clicks", f"{self.p}:item-events"]
         pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(f"{self.p}:retired")
         pipe.zrangebyscore(f"{self.p}:items:ts", self._items_seen_ts, "+inf", withscores=True)
         for key in hashes if changed is None or changed else ():
             if changed is None:
                 pipe.hgetall(key)
             else:
                 pipe.hmget(key, changed)
-        items, *replies = await pipe.execute()
+        retirements, items, *replies = await pipe.execute()
         if changed is not None:  # the changed fields each hash holds
             replies = [{k: v for k, v in zip(changed, r) if v is not None} for r in replies] \
                 or [{} for _ in hashes]
+        # Retirements first, so that nothing pulled below brings a retired item back.
+        await self._apply_retirements(retirements, loading=not self._pulled)
+        self._pulled = True
+        retired = self.blend.catalog.retired_at
         res = replies[: len(epochs)]
         vectors, clicks, events = replies[len(epochs):]
         # The new items first, so that they enter the catalogue at their upload time: an item
@@ -617,13 +714,16 @@ class SharedState:
                 f = 2.0 ** (-(epochs[-1] - e) / self.pop.half_life_s)
                 for k, v in h.items():
                     k = k.decode()
-                    merged[k] = merged.get(k, 0.0) + float(v) * f
+                    if k not in retired:
+                        merged[k] = merged.get(k, 0.0) + float(v) * f
             self.pop.set_raw(epochs[-1], merged)
         if self.mf is not None:
             for k, v in vectors.items():
-                self.mf.set_item_vector(k.decode(), np.frombuffer(v, np.float32))
-        self.counts.set_counts({k.decode(): float(v) for k, v in clicks.items()},
-                               {k.decode(): float(v) for k, v in events.items()})
+                if (k := k.decode()) not in retired:
+                    self.mf.set_item_vector(k, np.frombuffer(v, np.float32))
+        self.counts.set_counts(
+            {i: float(v) for k, v in clicks.items() if (i := k.decode()) not in retired},
+            {i: float(v) for k, v in events.items() if (i := k.decode()) not in retired})
 
     async def _item_tags(self, items: list[str]) -> dict[str, list[str]]:
         """The tags of ``items`` from their upload metadata."""
@@ -637,6 +737,16 @@ class SharedState:
 
     async def save_ranker(self) -> None:
         await self.r.set(f"{self.p}:ranker", orjson.dumps(self.blend.ranker.state()))
+
+
+def retirement_ts(raw: bytes) -> float:
+    """The time of a retirement as ``{p}:retired`` holds it (0 if unreadable: retired all the
+    same, and any upload after it brings the item back)."""
+    try:
+        ts = orjson.loads(raw).get("ts", 0.0)
+        return float(ts) if isinstance(ts, (int, float)) and math.isfinite(ts) else 0.0
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0.0
 
 
 async def read_stats(redis: aioredis.Redis, prefix: str = "streamrec") -> dict[str, int]:

@@ -29,7 +29,7 @@ from streamrec.models.popularity import DecayedPopularity
 from streamrec.models.river_mf import RiverBiasedMF
 from streamrec.models.tag_profile import TagProfile
 from streamrec.models.trending import Trending
-from streamrec.records.events import Click, Event, Upload, View
+from streamrec.records.events import Click, Event, Retire, Upload, View
 
 
 class OnlineModel(Protocol):
@@ -42,6 +42,8 @@ class OnlineModel(Protocol):
 
     def add_item(self, item: str, ts: float, embedding: Any = None,
                  tags: Sequence[str] = ()) -> None: ...
+
+    def forget_item(self, item: str) -> None: ...
 
 
 def blend_without_content(seed: int = 0) -> Blend:
@@ -218,6 +220,7 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
     at_view: dict[tuple[str, str], dict[str, int | None]] = {}
     clicked_items: set[str] = set()
     items: set[str] = set()
+    retired: set[str] = set()
     n_events = n_clicks = n_cold = n_new = 0
     for ev in events:
         n_events += 1
@@ -231,7 +234,12 @@ def prequential(events: Iterable[Event], models: Mapping[str, OnlineModel], k: i
                 m.add_item(ev.item_id, ev.ts, embeddings.get(ev.item_id), ev.tags)
                 scores[name].seconds += time.perf_counter() - t0
             continue
-        if not isinstance(ev, (View, Click)):
+        if isinstance(ev, Retire):  # as a worker does: forgotten, its later events unlearned
+            retired.add(ev.item_id)
+            for m in models.values():
+                m.forget_item(ev.item_id)
+            continue
+        if not isinstance(ev, (View, Click)) or ev.item_id in retired:
             continue
         user, item, ts = ev.user_id, ev.item_id, ev.ts
         items.add(item)

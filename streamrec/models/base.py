@@ -94,6 +94,24 @@ class CandidateSource:
         worker evicts idle users this way and reloads them from Redis when they return).
         Sources without per-user state keep this no-op."""
 
+    def forget_item(self, item: str) -> None:
+        """Drop everything held about ``item`` (retired: taken down by its creator or by
+        moderation), which the source never proposes again and has no opinion on (scores at
+        or below :attr:`floor`). An item never seen is no error. This default marks it
+        retired in the shared catalogue (which bans it from every list) and is all a source
+        without per-item state needs; sources holding some override it and call it."""
+        self.catalog.retire(item)
+
+    def no_opinion_on_retired(self, scores: np.ndarray) -> np.ndarray:
+        """``scores`` (over the catalogue, per user or one row) with the retired items at no
+        opinion, in place: for sources whose scores do not come from per-item state they
+        could drop (freshness from first-seen times, factor models' user vectors against
+        item rows)."""
+        rows = self.catalog.retired_rows
+        if len(rows):
+            scores[..., rows[rows < scores.shape[-1]]] = self.floor
+        return scores
+
     def add_item(self, item: str, ts: float, embedding: np.ndarray | None = None,
                  tags: Sequence[str] = ()) -> None:
         """An uploaded item, in the catalogue from ``ts`` on, with its content ``embedding``
@@ -132,10 +150,11 @@ class CandidateSource:
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
                   now: float = 0.0) -> list[Recommendation]:
-        """The ``k`` best items for ``user``, best first, without ``exclude``: the same contract
-        as :meth:`Blend.recommend <streamrec.models.blend.Blend.recommend>`."""
+        """The ``k`` best items for ``user``, best first, without ``exclude`` and retired items:
+        the same contract as :meth:`Blend.recommend <streamrec.models.blend.Blend.recommend>`."""
         scores = self.score_all(user, now)
         ex = [self.catalog.index[i] for i in exclude if i in self.catalog.index]
+        ex += self.catalog.retired_rows.tolist()
         idx = top_k(scores, k, ex, self.floor)
         mine = (self.name,)
         return [Recommendation(self.catalog.ids[j], float(scores[j]), mine) for j in idx]

@@ -44,6 +44,19 @@ class CoOccurrenceBaseline(CandidateSource):
     def forget_user(self, user: str) -> None:
         self.recent.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        super().forget_item(item)
+        self.popularity.forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is None:
+            return
+        self.pairs.pop(j, None)
+        for counts in self.pairs.values():
+            counts.pop(j, None)
+        for recent in self.recent.values():
+            while j in recent:
+                recent.remove(j)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         self.popularity.learn_one(user, item, ts, clicked)
         if not clicked:

@@ -48,6 +48,11 @@ class TagCountBaseline(CandidateSource):
     def forget_user(self, user: str) -> None:
         self.profile.forget_user(user)
 
+    def forget_item(self, item: str) -> None:
+        super().forget_item(item)
+        self.profile.forget_item(item)
+        self.popularity.forget_item(item)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         if clicked:
             self.profile.learn_one(user, item, ts)

@@ -289,7 +289,10 @@ class Blend(RecordsChanges):
                 self.ranker.learn_pair(positive, pending[1], self.view_negative_weight)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
-        """Learn from one view (``clicked=False``) or click, in time order."""
+        """Learn from one view (``clicked=False``) or click, in time order; those of a retired
+        item are ignored (:meth:`forget_item`)."""
+        if self.catalog.retired_at and item in self.catalog.retired_at:
+            return
         j = self.catalog.add(item, ts)
         self._expire(ts)
         offered = self._offered.get(user)
@@ -393,7 +396,11 @@ class Blend(RecordsChanges):
                  tags: Sequence[str] = ()) -> None:
         """Register a new item (an upload) so the freshness source can propose it at once, the
         sources that read content (content, student) too when its ``embedding`` is given, and
-        the tag source when it carries ``tags``."""
+        the tag source when it carries ``tags``. A retired item comes back only with an upload
+        made after its retirement; an older one (a replay) is ignored."""
+        if not self.catalog.admits_upload(item, ts):
+            return
+        self.catalog.restore(item)
         self.catalog.mark_uploaded(self.catalog.add(item, ts))
         for s in self.sources.values():
             s.add_item(item, ts, embedding, tags)
@@ -402,10 +409,14 @@ class Blend(RecordsChanges):
                   ) -> None:
         """:meth:`add_item` for a batch of ``(item, ts, embedding, tags)``: the content index
         takes the batch's vectors in one update (a catalogue loaded at start, a batch of
-        uploads). An item given twice keeps its last embedding."""
+        uploads). An item given twice keeps its last embedding; retired items as in
+        :meth:`add_item`."""
         content = self.sources.get("content")
         vectors: dict[str, np.ndarray] = {}
         for item, ts, embedding, tags in uploads:
+            if not self.catalog.admits_upload(item, ts):
+                continue
+            self.catalog.restore(item)
             self.catalog.mark_uploaded(self.catalog.add(item, ts))
             for s in self.sources.values():
                 s.add_item(item, ts, None if s is content else embedding, tags)
@@ -413,6 +424,30 @@ class Blend(RecordsChanges):
                 vectors[item] = embedding
         if vectors:
             content.set_embeddings(list(vectors), np.stack(list(vectors.values())))
+
+    def forget_item(self, item: str, ts: float = 0.0) -> None:
+        """Retire ``item`` as of ``ts`` (taken down by its creator or by moderation): banned
+        from every list from now on (the catalogue keeps its index), forgotten by every source,
+        the item counts and the new-item places, and its later views and clicks are not
+        learned. An upload made after ``ts`` brings it back (:meth:`add_item`).
+
+        >>> blend = Blend(seed=0)
+        >>> for n, item in enumerate(["a", "b", "c"]):
+        ...     blend.add_item(item, ts=n)
+        >>> blend.forget_item("b", ts=5)
+        >>> sorted(r.item_id for r in blend.recommend("ann", k=5, now=5))
+        ['a', 'c']
+        >>> blend.add_item("b", ts=2)  # a replay of its upload: still retired
+        >>> blend.add_item("b", ts=9)  # uploaded again, after the retirement
+        >>> sorted(r.item_id for r in blend.recommend("ann", k=5, now=9))
+        ['a', 'b', 'c']
+        """
+        j = self.catalog.retire(item, ts)
+        for s in self.sources.values():
+            s.forget_item(item)
+        self.item_counts.forget_item(item)
+        if j is not None and self.new_slots is not None:
+            self.new_slots.forget_item(j)
 
     # ---- recommending ---------------------------------------------------------------------
 
@@ -458,7 +493,8 @@ class Blend(RecordsChanges):
             np.concatenate([self.seen_items(user),
                             np.array([index[i] for i in exclude[r] if i in index], np.int64)])
             if exclude and exclude[r] else self.seen_items(user)
-            for r, user in enumerate(users)])
+            for r, user in enumerate(users)],
+            everyone=self.catalog.retired_rows)  # retired items are nobody's
         rows, items, cols, values = self._proposals(users, banned, now, shared)
         # Unique (user, item) pairs, grouped by user; a bit per proposing source.
         keys, inverse = np.unique(rows * n + items, return_inverse=True)

@@ -73,29 +73,41 @@ class Banned:
     sorted array of ``user row * n + item`` keys, and as a users x catalogue mask while that
     is small (:data:`DENSE_CELLS`)."""
 
-    def __init__(self, n: int, per_user: Sequence[np.ndarray]) -> None:
+    def __init__(self, n: int, per_user: Sequence[np.ndarray],
+                 everyone: np.ndarray | None = None) -> None:
         self.n = n
         self.users = len(per_user)
         self.counts = np.fromiter(map(len, per_user), np.int64, len(per_user))
         rows = np.repeat(np.arange(self.users, dtype=np.int64), self.counts)
         items = np.concatenate(per_user).astype(np.int64) if len(per_user) else rows
         self.keys = np.unique(rows * n + items)
+        #: Items nobody may be shown (retired ones), as a mask over the catalogue.
+        self.everyone: np.ndarray | None = None
+        if everyone is not None and len(everyone):
+            self.everyone = np.zeros(n, bool)
+            self.everyone[everyone] = True
         #: The most items any one user may not be shown: what a top-k must look past.
-        self.most = int(self.counts.max()) if self.users else 0
+        self.most = (int(self.counts.max()) if self.users else 0) + (
+            len(everyone) if self.everyone is not None else 0)
         self.dense: np.ndarray | None = None
         if self.users * n <= DENSE_CELLS:
             self.dense = np.zeros((self.users, n), bool)
             self.dense[rows, items] = True
+            if self.everyone is not None:
+                self.dense[:, self.everyone] = True
 
     def contains(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each ``(rows[i], items[i])`` is banned."""
         if self.dense is not None:
             return self.dense[rows, items]
-        if not len(self.keys):
-            return np.zeros(np.shape(rows), bool)
-        k = rows * self.n + items
-        pos = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
-        return self.keys[pos] == k
+        hit = np.zeros(np.shape(rows), bool)
+        if len(self.keys):
+            k = rows * self.n + items
+            pos = np.minimum(np.searchsorted(self.keys, k), len(self.keys) - 1)
+            hit = self.keys[pos] == k
+        if self.everyone is not None:
+            hit |= self.everyone[items]
+        return hit
 
     def block(self, items: np.ndarray) -> np.ndarray:
         """users x ``len(items)``: whether each user may not be shown each of ``items``
@@ -110,6 +122,8 @@ class Banned:
             at = np.minimum(np.searchsorted(items, wanted, sorter=sorter), len(items) - 1)
             hit = items[sorter[at]] == wanted
             mask[self.keys[hit] // self.n, sorter[at[hit]]] = True
+        if self.everyone is not None:
+            mask[:, self.everyone[items]] = True
         return mask
 
 

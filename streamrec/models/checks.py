@@ -3,7 +3,8 @@
 every model, so one that breaks the contract fails the suite.
 
 A model here is built by a factory taking a seed, learns with ``learn_one(user, item, ts,
-clicked)``, takes uploads with ``add_item(item, ts, embedding, tags)`` and answers
+clicked)``, takes uploads with ``add_item(item, ts, embedding, tags)``, drops a user with
+``forget_user(user)`` and a retired item with ``forget_item(item)``, and answers
 ``recommend(user, k, exclude, now)`` with a list of
 :class:`~streamrec.models.base.Recommendation`.
 
@@ -14,6 +15,7 @@ clicked)``, takes uploads with ``add_item(item, ts, embedding, tags)`` and answe
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -122,6 +124,39 @@ def check_a_forgotten_user_is_a_new_user(make: Factory) -> None:
     assert {u: model.recommend(u, 10, (), NOW) for u in others} == before
 
 
+def check_a_forgotten_item_is_never_proposed_again(make: Factory) -> None:
+    """After ``forget_item`` (a retired item), no list holds the item, neither at once nor
+    after more learning, and a model that scores the catalogue has no opinion on it (its
+    state is gone, not merely filtered); forgetting an item never seen changes no list."""
+    model = make(0)
+    history = feed(model)
+    users = sorted(history)
+    before = {u: model.recommend(u, 10, (), NOW) for u in users}
+    model.forget_item("an-item-never-seen")
+    assert {u: model.recommend(u, 10, (), NOW) for u in users} == before, \
+        "forgetting an unknown item changed lists"
+    proposed = Counter(r.item_id for recs in before.values() for r in recs)
+    assert proposed, "nothing to forget: no list holds an item"
+    gone = proposed.most_common(1)[0][0]
+    model.forget_item(gone)
+
+    def assert_gone(when: str) -> None:
+        for user in [*users, "a-new-user"]:
+            got = [r.item_id for r in model.recommend(user, 30, (), NOW)]
+            assert gone not in got, f"{gone} still proposed to {user} {when} forget_item"
+        if hasattr(model, "score_many") and hasattr(model, "floor"):
+            s = np.asarray(model.score_many(users, NOW), np.float64)[:, model.catalog.index[gone]]
+            assert np.all(~np.isfinite(s) | (s <= model.floor)), \
+                f"{gone} still scored {when} forget_item: {s.max()}"
+
+    assert_gone("right after")
+    model.forget_item(gone)  # twice: no error
+    for kind, args in stream(1, dim=getattr(model, "content_dim", CONTENT_DIM)):
+        if kind == "event" and args[1] != gone:  # the engine drops a retired item's events
+            model.learn_one(*args)
+    assert_gone("after learning more since")
+
+
 def check_retrieval_agrees_with_whole_catalogue(make: Factory) -> None:
     """Scored as if the catalogue were too large to score whole (``exact_below`` 0: indexes,
     sparse and incremental paths), a source gives every pair the score the whole-catalogue
@@ -173,7 +208,8 @@ def check_docstring_example(make: Factory) -> None:
 
 CHECKS = [check_unseen_users_and_items, check_lists_are_well_formed,
           check_excluded_items_are_never_proposed, check_deterministic_under_a_seed,
-          check_a_forgotten_user_is_a_new_user, check_retrieval_agrees_with_whole_catalogue,
+          check_a_forgotten_user_is_a_new_user, check_a_forgotten_item_is_never_proposed_again,
+          check_retrieval_agrees_with_whole_catalogue,
           check_docstring_example]
 
 

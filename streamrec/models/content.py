@@ -101,6 +101,15 @@ class ContentSource(CandidateSource):
         self.profiles.pop(user, None)
         self.imageless.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        """Clear ``item``'s row of the index (and interactions waiting for its embedding);
+        profiles keep what it taught them of their users' taste."""
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is not None:
+            self.index.remove(j)
+            self._take_pending(j)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         w = 1.0 if clicked else self.view_weight

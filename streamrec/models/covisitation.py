@@ -80,6 +80,24 @@ class CoVisitation(RecordsChanges, CandidateSource):
     def forget_user(self, user: str) -> None:
         self.recent.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        """Drop ``item``'s neighbours, its place in every other item's list, and its count. A
+        scan of every list (retirements are rare, and a list pruned on one side may still
+        hold it on the other). Users' recent items keep it until it ages out: no pair is
+        made with a retired item, and it has no neighbours to score with."""
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is None:
+            return
+        self.neighbours.pop(j, None)
+        for nb in self.neighbours.values():
+            if j in nb.pos:
+                nb.remove(j)
+        if j < len(self._count):
+            self._count[j] = 0.0
+        if self.journal:
+            self.journal = {pair: w for pair, w in self.journal.items() if item not in pair}
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         i = self.catalog.add(item, ts)
         scale = self.rescale(ts) * (1.0 if clicked else self.view_weight)
@@ -89,13 +107,14 @@ class CoVisitation(RecordsChanges, CandidateSource):
         if hist is None:
             hist = self.recent[user] = deque(maxlen=self.window)
         ids, journal, neighbours = self.catalog.ids, self.journal, self.neighbours
+        gone = self.catalog.retired_indices  # users' recent items may still hold some
         mine = None
         keep_lists = self.keep_lists
         # ~4 pairs per event, in the hottest loop of learning: the lists are fetched inline.
         for dist, j in enumerate(reversed(hist), start=1):
             if dist > self.pair_window:
                 break
-            if j == i:
+            if j == i or (gone and j in gone):
                 continue
             w = scale / dist
             if keep_lists:
@@ -118,7 +137,14 @@ class CoVisitation(RecordsChanges, CandidateSource):
         hist.append(i)
 
     def set_neighbours(self, j: int, idx: np.ndarray, w: np.ndarray) -> None:
-        """Replace item ``j``'s neighbours (raw weights), e.g. with the shared copy."""
+        """Replace item ``j``'s neighbours (raw weights), e.g. with the shared copy; retired
+        items are left out (another worker's list may not have dropped them yet)."""
+        gone = self.catalog.retired_rows
+        if len(gone):
+            if self.catalog.retired[j]:
+                return
+            keep = ~np.isin(idx, gone)
+            idx, w = idx[keep], w[keep]
         self.neighbours[j] = NeighbourList.from_pairs(idx, w)
 
     def _cells(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ class Freshness(CandidateSource):
         age = np.maximum(now - self.catalog.first_seen, 0.0)
         s = 2.0 ** (-age / self.half_life_s)
         s[age > self.max_age_s] = 0.0
-        return s
+        return self.no_opinion_on_retired(s)
 
     def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Scores and their order, best first, without sorting the catalogue every batch: the

@@ -103,6 +103,29 @@ class EmbeddingIndex:
             self.centred[rows] = _unit_rows(self._weighed(vectors) - self.centre)
             self.ann.changed(rows.tolist())
 
+    def remove(self, row: int) -> None:
+        """Clear ``row`` (a retired item): it holds no vector and scores ``-inf``; the centre
+        loses it as :meth:`add` would move it.
+
+        >>> idx = EmbeddingIndex(dim=2)
+        >>> idx.add(0, np.array([1.0, 0.0])); idx.add(2, np.array([0.6, 0.8]))
+        >>> idx.remove(2); idx.remove(7)  # an unknown row is no error
+        >>> 2 in idx, idx.count, idx.search(np.array([[0.0, 1.0]]), k=1).tolist()
+        (False, 1, [[0]])
+        """
+        if row not in self:
+            return
+        self._sum -= self._weighed(self.matrix[row][None])[0]
+        self.count -= 1
+        self.matrix[row] = 0.0
+        self.centred[row] = 0.0
+        self.has[row] = False
+        self._missing[row] = -np.inf
+        self.ann.removed([row])
+        mean = (self._sum / (self.count + self.prior_items)).astype(np.float32)
+        if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
+            self._rebuild(mean)
+
     def _weighed(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.weigh is None else self.weigh(rows)
 
@@ -111,16 +134,6 @@ class EmbeddingIndex:
         self.centred = np.where(self.has[:, None], _unit_rows(self._weighed(self.matrix) - centre),
                                 0.0).astype(np.float32)
         self.ann.reset()
-
-    def remove(self, row: int) -> None:
-        """Row ``row`` no longer holds a vector (a retired item): never scored or found again."""
-        if row in self:
-            self._sum -= self._weighed(self.matrix[row][None])[0]
-            self.count -= 1
-            self.has[row] = False
-            self._missing[row] = -np.inf
-            self.centred[row] = 0.0
-            self.ann.removed([row])
 
     def valid(self, n: int) -> np.ndarray:
         """Which of the first ``n`` rows hold a vector."""

@@ -105,6 +105,15 @@ class ISGD(RecordsChanges, CandidateSource):
     def forget_user(self, user: str) -> None:
         self.user_factors.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is not None and j < self._initialised:
+            self.item_factors[j] = 0.0
+            self._factors32[j] = 0.0
+        if self.journal is not None:
+            self.journal.discard(item)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if j >= self._initialised:  # checked here: a call per event cost 1 us
@@ -148,7 +157,7 @@ class ISGD(RecordsChanges, CandidateSource):
         # float32: ranking needs no more, and the users x catalogue matrix is half the size.
         S = P @ self._factors32[:n].T
         S[unknown] = -np.inf
-        return S
+        return self.no_opinion_on_retired(S)
 
     def dense_at(self, n: int) -> bool:
         return n < self.exact_below
@@ -184,4 +193,4 @@ class ISGD(RecordsChanges, CandidateSource):
         p = self.user_factors.get(user)
         if p is None:
             return np.full(n, -np.inf)
-        return self.item_factors[:n] @ p
+        return self.no_opinion_on_retired(self.item_factors[:n] @ p)

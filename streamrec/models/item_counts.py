@@ -45,6 +45,14 @@ class ItemCounts(RecordsChanges):
             d[0] += clicked
             d[1] += 1.0
 
+    def forget_item(self, item: str) -> None:
+        """Drop ``item``'s counts (a retired item)."""
+        j = self.catalog.index.get(item)
+        if j is not None and j < len(self._clicks):
+            self._clicks[j] = self._events[j] = 0.0
+        if self.journal is not None:
+            self.journal.pop(item, None)
+
     def _grow(self, n: int) -> None:
         self._clicks = grow_rows(self._clicks, n)
         self._events = grow_rows(self._events, n)

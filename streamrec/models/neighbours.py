@@ -60,6 +60,24 @@ class NeighbourList:
         else:
             self.w[p] += w
 
+    def remove(self, j: int) -> None:
+        """Drop neighbour ``j`` (if held); the last neighbour takes its place.
+
+        >>> nb = NeighbourList.from_pairs(np.array([4, 5, 6]), np.array([1.0, 2.0, 3.0]))
+        >>> nb.remove(4); nb.remove(9)
+        >>> nb.arrays()[0].tolist(), nb.arrays()[1].tolist()
+        ([6, 5], [3.0, 2.0])
+        """
+        p = self.pos.pop(j, None)
+        if p is None:
+            return
+        last = self.n - 1
+        if p != last:
+            moved = int(self.idx[last])
+            self.idx[p], self.w[p] = moved, self.w[last]
+            self.pos[moved] = p
+        self.n = last
+
     def prune(self, keep: int) -> None:
         """Keep only the ``keep`` strongest neighbours."""
         if self.n <= keep:

@@ -67,6 +67,16 @@ class NewItemSlots:
         """Drop the roles of ``user``'s latest list (an idle user evicted from memory)."""
         self._roles.pop(user, None)
 
+    def forget_item(self, item: int) -> None:
+        """Drop item ``item`` (a retired one) from every list's roles; the other items keep
+        theirs."""
+        for picks, tail in self._roles.values():
+            for roles in (picks, tail):
+                if item in roles:
+                    roles[roles.index(item)] = -1
+        for key in [key for key in self._viewed if key[1] == item]:
+            del self._viewed[key]
+
     def observe(self, user: str, item: int, clicked: bool) -> None:
         """A view or click of ``item`` by ``user``, before the next list is chosen."""
         role = self._viewed.pop((user, item), None) if clicked else None

@@ -80,6 +80,15 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         if self.journal is not None:
             self.journal[item] = self.journal.get(item, 0.0) + w
 
+    def forget_item(self, item: str) -> None:
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is not None and j < len(self._raw):
+            self._raw[j] = 0.0
+            self._head = None  # a count went down: order the catalogue again
+        if self.journal is not None:
+            self.journal.pop(item, None)
+
     def set_raw(self, epoch: float, values: dict[str, float]) -> None:
         """Replace counts with shared ones (raw values relative to ``epoch``)."""
         if self.epoch is None or epoch > self.epoch:

@@ -62,6 +62,15 @@ class RiverBiasedMF(CandidateSource):
         for weights in (self.model.u_biases, self.model.u_latents):
             weights.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        super().forget_item(item)
+        for weights in (self.model.i_biases, self.model.i_latents):
+            weights.pop(item, None)
+        j = self.catalog.index.get(item)
+        if j is not None and j < self._mirrored:
+            self._bias[j] = 0.0
+            self._latents[j] = 0.0
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         self.model.learn_one(user, item, 1.0 if clicked else 0.0)
@@ -73,6 +82,6 @@ class RiverBiasedMF(CandidateSource):
         n = len(self.catalog)
         m = self.model
         if user not in m.u_latents:
-            return np.full(n, m.global_mean.get()) + self._bias[:n]
-        return (m.global_mean.get() + m.u_biases[user] + self._bias[:n]
-                + self._latents[:n] @ m.u_latents[user])
+            return self.no_opinion_on_retired(np.full(n, m.global_mean.get()) + self._bias[:n])
+        return self.no_opinion_on_retired(m.global_mean.get() + m.u_biases[user]
+                                          + self._bias[:n] + self._latents[:n] @ m.u_latents[user])

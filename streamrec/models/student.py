@@ -141,6 +141,20 @@ class StudentSource(CandidateSource):
     def forget_user(self, user: str) -> None:
         self._own.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        """Drop ``item``'s content (its vector is recomputed from none, for the histories
+        that still hold it) and its place in the histories kept here."""
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is None:
+            return
+        if j < len(self._fused):
+            self._fused[j] = 0.0
+        if j < len(self._vectors):
+            self._stale.add(j)
+        for h in self._own.values():
+            h.pop(j, None)
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         if self._history_of is None:
@@ -171,7 +185,7 @@ class StudentSource(CandidateSource):
         hist, clicked = self._histories(users)
         S = (self.scorer.user_vectors(V, hist, clicked) @ V.T + b).astype(np.float32)
         S[(hist < 0).all(axis=1)] = -np.inf  # no history: no opinion
-        return S
+        return self.no_opinion_on_retired(S)
 
     def dense_at(self, n: int) -> bool:
         return n < self.exact_below

@@ -63,6 +63,13 @@ class TagProfile(CandidateSource):
     def forget_user(self, user: str) -> None:
         self.profiles.pop(user, None)
 
+    def forget_item(self, item: str) -> None:
+        """Drop ``item``'s tags (users keep the weight it gave theirs)."""
+        super().forget_item(item)
+        j = self.catalog.index.get(item)
+        if j is not None:
+            self.tags.set_tags(j, ())
+
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         ids = self.tags.of_item.get(j)

@@ -61,7 +61,9 @@ _FLOAT32_MAX = 3.4028234663852886e38
 #: encoder (254) or pickling to the encoder process (about 1000) would fail on a kept value.
 MAX_DEPTH = 32
 
-EVENT_TYPES = ("view", "click", "upload", "rec-request")
+EVENT_TYPES = ("view", "click", "upload", "rec-request", "retire")
+#: A retirement's ``reason`` is a short note (who or what took the item down), not a document.
+MAX_REASON = 200
 
 
 class InvalidEvent(ValueError):
@@ -128,8 +130,20 @@ class RecRequest:
         return self.request_id
 
 
+@dataclass(slots=True, frozen=True)
+class Retire:
+    """An item taken down (by its creator or by moderation): it travels on ``uploads``, keyed
+    by ``item_id`` like the item's upload, so the two stay in order."""
+
+    event_id: str
+    item_id: str
+    ts: float
+    reason: str | None = None
+    type = "retire"
+
+
 Interaction = Union[View, Click]
-Event = Union[View, Click, Upload, RecRequest]
+Event = Union[View, Click, Upload, RecRequest, Retire]
 
 
 def _id(d: dict, name: str, required: bool = True) -> str | None:
@@ -346,9 +360,16 @@ def _rec_request(d: dict) -> RecRequest:
     )
 
 
-_PARSERS = {"view": _view, "click": _click, "upload": _upload, "rec-request": _rec_request}
+def _retire(d: dict) -> Retire:
+    reason = _text(d, "reason", MAX_REASON, required=False)
+    return Retire(_id(d, "event_id"), _id(d, "item_id"), _ts(d), reason or None)
+
+
+_PARSERS = {"view": _view, "click": _click, "upload": _upload, "rec-request": _rec_request,
+            "retire": _retire}
 _LIMITS = {"view": MAX_INTERACTION_BYTES, "click": MAX_INTERACTION_BYTES,
-           "rec-request": MAX_INTERACTION_BYTES, "upload": MAX_UPLOAD_BYTES}
+           "rec-request": MAX_INTERACTION_BYTES, "upload": MAX_UPLOAD_BYTES,
+           "retire": MAX_INTERACTION_BYTES}
 
 
 def from_dict(d: Any, expected_type: str | None = None) -> Event:
@@ -388,6 +409,22 @@ def decode(raw: bytes | None, expected_type: str | None = None) -> Event:
     if len(raw) > limit:
         raise InvalidEvent(f"oversized payload: {len(raw)} bytes, limit {limit}")
     return from_dict(loads(raw), expected_type)
+
+
+def decode_item_event(raw: bytes | None) -> Upload | Retire:
+    """Decode one message of the ``uploads`` topic: an upload, or a retirement when its
+    ``type`` says ``retire`` (held to the small events' size limit).
+
+    >>> decode_item_event(b'{"type": "retire", "event_id": "e3", "item_id": "i9", "ts": 1}')
+    Retire(event_id='e3', item_id='i9', ts=1.0, reason=None)
+    """
+    if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) > MAX_UPLOAD_BYTES:
+        return decode(raw, "upload")  # refused with decode's reason
+    d = loads(raw)
+    kind = "retire" if isinstance(d, dict) and d.get("type") == "retire" else "upload"
+    if len(raw) > _LIMITS[kind]:
+        raise InvalidEvent(f"oversized payload: {len(raw)} bytes, limit {_LIMITS[kind]}")
+    return from_dict(d, kind)
 
 
 def decode_model_update(raw: bytes | None) -> dict[str, Any]:
@@ -481,7 +518,8 @@ def to_dict(ev: Event) -> dict[str, Any]:
     return d
 
 
-_FIELDS = {cls: tuple(f.name for f in fields(cls)) for cls in (View, Click, Upload, RecRequest)}
+_FIELDS = {cls: tuple(f.name for f in fields(cls))
+           for cls in (View, Click, Upload, RecRequest, Retire)}
 
 
 def encode(ev: Event) -> bytes:

@@ -18,7 +18,8 @@ MODEL_UPDATES = "model-updates"
 ALL = (VIEWS, CLICKS, UPLOADS, REC_REQUESTS, RECOMMENDATIONS, DEAD_LETTER, MODEL_UPDATES)
 #: The event type each input topic carries.
 EVENT_TYPE = {VIEWS: "view", CLICKS: "click", UPLOADS: "upload", REC_REQUESTS: "rec-request"}
-TOPIC_OF = {v: k for k, v in EVENT_TYPE.items()}
+#: The topic each event type goes to (retirements travel with the uploads of their items).
+TOPIC_OF = {**{v: k for k, v in EVENT_TYPE.items()}, "retire": UPLOADS}
 
 
 async def ensure_topics(settings: Settings, partitions: int | None = None,

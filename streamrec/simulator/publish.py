@@ -11,13 +11,14 @@ from aiokafka import AIOKafkaProducer
 
 from streamrec.clients import kafka_producer
 from streamrec.config import Settings
-from streamrec.records.events import Event, Upload, encode
+from streamrec.records.events import Event, Retire, Upload, encode
 from streamrec.records.topics import TOPIC_OF
 
 
 def key_of(ev: Event) -> bytes:
-    """Interactions and requests are keyed by user (one worker owns a user); uploads by item."""
-    return (ev.item_id if isinstance(ev, Upload) else ev.user_id).encode()
+    """Interactions and requests are keyed by user (one worker owns a user); uploads and
+    retirements by item (so an item's retirement stays behind its upload)."""
+    return (ev.item_id if isinstance(ev, (Upload, Retire)) else ev.user_id).encode()
 
 
 @dataclass
