@@ -14,8 +14,8 @@ from streamrec.models.catalog import Catalog, grow_rows
 #: Tags per item that pair scores read (:meth:`ItemTags.pair_scores`); an item's further tags
 #: count only in the whole-catalogue product.
 PAIR_TAGS = 16
-#: Items remembered per tag, newest first, for proposing from a user's favourite tags.
-LATEST_PER_TAG = 1000
+#: Items remembered per tag, newest last, for proposing from a user's favourite tags.
+LATEST_PER_TAG = 300
 
 
 def normalise_tag(tag: str) -> str:
@@ -48,6 +48,7 @@ class ItemTags:
         self._scale = np.zeros(0, np.float32)
         #: tag id -> its latest items, newest last.
         self.latest: dict[int, deque[int]] = {}
+        self._latest_arrays: dict[int, np.ndarray] = {}
 
     @property
     def n_tags(self) -> int:
@@ -76,6 +77,15 @@ class ItemTags:
             self._scale[j] = 1.0 / np.sqrt(len(ids)) if ids else 0.0
             for t in ids:
                 self.latest.setdefault(t, deque(maxlen=LATEST_PER_TAG)).append(j)
+                self._latest_arrays.pop(t, None)
+
+    def latest_items(self, tag: int) -> np.ndarray:
+        """The latest items carrying ``tag`` (see :data:`LATEST_PER_TAG`), as an array kept
+        until the tag gains an item."""
+        a = self._latest_arrays.get(tag)
+        if a is None:
+            a = self._latest_arrays[tag] = np.fromiter(self.latest.get(tag, ()), np.int64)
+        return a
 
     def block_scores(self, weights: np.ndarray, items: np.ndarray) -> np.ndarray:
         """What :meth:`scores` gives for ``items``, for those columns only (users x items),

@@ -127,7 +127,7 @@ class TagScores(SourceScores):
         for r, w in enumerate(self.weights):
             liked = np.flatnonzero(w > 0)
             liked = liked[np.argsort(-w[liked], kind="stable")[: self.favourite_tags]]
-            latest = [np.fromiter(self.tags.latest.get(int(t), ()), np.int64) for t in liked]
+            latest = [self.tags.latest_items(int(t)) for t in liked]
             if latest:
                 items = np.unique(np.concatenate(latest))
                 rows_.append(np.full(len(items), r))
