@@ -15,6 +15,8 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:co:{item}          zset neighbour -> co-visitation weight (raw, relative to the epoch)
     {p}:co-epoch           the co-visitation epoch
     {p}:isgd               hash item -> float32 latent vector bytes
+    {p}:changed            zset item -> when its counts or vector last changed (what other
+                           workers pull)
     {p}:items              hash item -> JSON metadata (uploads)
     {p}:items:ts           zset item -> first-seen time
     {p}:retired            hash item -> JSON retirement (ts, reason, when processed): the items
@@ -170,6 +172,7 @@ for _, group in ipairs({cjson.decode(ARGV[3]), cjson.decode(ARGV[4])}) do
     if redis.call("HEXISTS", retired, item) == 1 then
       for _, h in ipairs(hashes) do redis.call("HDEL", h, item) end
       redis.call("ZREM", p .. ":items:ts", item)
+      redis.call("ZREM", p .. ":changed", item)
       local key = p .. ":co:" .. item
       for _, n in ipairs(redis.call("ZRANGE", key, 0, -1)) do
         redis.call("ZREM", p .. ":co:" .. n, item)
