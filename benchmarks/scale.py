@@ -14,7 +14,8 @@ Two phases per size:
 
 - **Models** (in this process, the worker's :class:`~streamrec.models.blend.Blend`): the
   catalogue added, the warm interactions learned, then micro-batches of 100 users' lists:
-  ``list_us`` is the CPU microseconds per list (median over 10 batches), ``index_build_s``
+  ``list_us`` is the CPU microseconds per list (median over ``--batches``, the sizes taking
+  turns batch by batch once all are built), ``index_build_s``
   the CPU seconds the content source's inverted file took to build (0 below
   :data:`~streamrec.models.candidates.EXACT_BELOW` items, scored exactly), ``recall_at_10``
   the share of its exact top 10 (scoring every item, the same banned items) the index found,
@@ -147,9 +148,8 @@ def model_phase(world: Synthetic, events: int, log) -> dict:
     t0 = time.process_time()
     for a in range(0, world.items, 10_000):
         b = min(world.items, a + 10_000)
-        V = world.vectors(a, b)
-        for j in range(a, b):
-            blend.add_item(f"i{j}", 0.0, V[j - a], (world.tag(j),))
+        V = world.vectors(a, b)  # in batches, as a worker takes uploads
+        blend.add_items([(f"i{j}", 0.0, V[j - a], (world.tag(j),)) for j in range(a, b)])
     add_s = time.process_time() - t0
     rss_items = rss_mib()
     log(f"  models: {world.items:,} items added in {add_s:.1f}s CPU")
@@ -160,26 +160,35 @@ def model_phase(world: Synthetic, events: int, log) -> dict:
     learn_us = (time.process_time() - t0) / max(events, 1) * 1e6
     log(f"  models: {events:,} interactions learned, {learn_us:.0f} us each")
     rng = np.random.default_rng(1)
-    batches = [[f"u{u}" for u in rng.integers(0, world.users, 100)] for _ in range(11)]
-    blend.recommend_many(batches[0], 10, ts)  # the first batch builds the indexes
-    build_s = blend.sources["content"].index.ann.build_s
-    per_list = []
-    for users in batches[1:]:
-        t0 = time.process_time()
-        blend.recommend_many(users, 10, ts)
-        per_list.append((time.process_time() - t0) / len(users) * 1e6)
+    blend.recommend_many([f"u{u}" for u in rng.integers(0, world.users, 100)], 10, ts)
+    build_s = blend.sources["content"].index.ann.build_s  # the first batch built it
     recall = recall_at_10(blend, [f"u{u}" for u in rng.integers(0, world.users, 200)], ts)
     rss_all = rss_mib()
-    out = {"list_us": round(statistics.median(per_list)),
-           "index_build_s": round(build_s, 2),
+    out = {"index_build_s": round(build_s, 2),
            "recall_at_10": min(recall.values(), default=1.0),
            "recall_at_10_by_source": recall,
            "learn_us": round(learn_us),
            "model_bytes_per_item": round((rss_items - rss0) * 2 ** 20 / world.items),
            "model_bytes_per_user": round((rss_all - rss_items) * 2 ** 20 / world.users)}
-    log(f"  models: {out['list_us']:,} us per list, index build {build_s:.1f}s, recall@10 "
-        f"{recall}")
-    return out
+    log(f"  models: index build {build_s:.1f}s CPU, recall@10 {recall}")
+    return out, (blend, world, ts)
+
+
+def list_costs(built: list, batches: int, log) -> list[float]:
+    """CPU microseconds per list of each size's blend, in micro-batches of 100 users, the
+    sizes taking turns batch by batch (so that a slow phase of a shared machine weighs on
+    every size alike); medians."""
+    rng = np.random.default_rng(2)
+    per_list: list[list[float]] = [[] for _ in built]
+    for _ in range(batches):
+        for costs, (blend, world, ts) in zip(per_list, built):
+            users = [f"u{u}" for u in rng.integers(0, world.users, 100)]
+            t0 = time.process_time()
+            blend.recommend_many(users, 10, ts)
+            costs.append((time.process_time() - t0) / len(users) * 1e6)
+    medians = [round(statistics.median(c)) for c in per_list]
+    log(f"list cost, sizes side by side: {medians} us per list")
+    return medians
 
 
 def interaction_events(world: Synthetic, n: int, start_ts: float, dt: float, tag: str):
@@ -292,20 +301,24 @@ async def main(args) -> dict:
     def log(*a) -> None:
         print(*a, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    sizes = []
+    sizes, built = [], []
     for spec in args.sizes:
         items, users = (int(x) for x in spec.split(":"))
         log(f"{items:,} items, {users:,} users")
         events = users * args.events_per_user
         row = {"items": items, "users": users, "warm_events": events}
-        row.update(model_phase(Synthetic(items, users), events, log))
-        if not args.skip_runtime:
-            row.update(await runtime_phase(Synthetic(items, users), events, args, log))
+        figures, blend = model_phase(Synthetic(items, users), events, log)
+        row.update(figures)
         sizes.append(row)
-    if len(sizes) > 1:
-        base = sizes[0]["list_us"]
+        built.append(blend)
+    for row, cost in zip(sizes, list_costs(built, args.batches, log)):
+        row["list_us"] = cost
+        row["list_cost_vs_smallest"] = round(cost / sizes[0]["list_us"], 2)
+    built.clear()  # the runtime phase's worker gets the memory
+    if not args.skip_runtime:
         for row in sizes:
-            row["list_cost_vs_smallest"] = round(row["list_us"] / base, 2)
+            world = Synthetic(row["items"], row["users"])
+            row.update(await runtime_phase(world, row["warm_events"], args, log))
     return {"sizes": sizes, "machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
             f"Python {platform.python_version()}",
             "peak_rss_mib_this_process": round(resource.getrusage(
@@ -318,6 +331,8 @@ if __name__ == "__main__":
     ap.add_argument("--sizes", nargs="+", default=["10000:10000", "100000:100000",
                                                    "1000000:1000000"])
     ap.add_argument("--events-per-user", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=15,
+                    help="Micro-batches of 100 lists per size for the list cost")
     ap.add_argument("--drain", type=int, default=30_000)
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--max-s", type=float, default=3600.0, help="Longest wait for a phase")
