@@ -133,6 +133,10 @@ def test_freshness_order_merges_new_items_as_a_sort_would():
             fresh.catalog.add(f"i{len(fresh.catalog)}", float(rng.integers(0, 100)))
         _, order = fresh.ranked_all(now=1e9)
         assert (order == np.argsort(-fresh.catalog.first_seen, kind="stable")).all()
+    fresh.exact_below = 0  # scores of the items asked only
+    scores, _ = fresh.ranked_all(now=90.0)
+    items = np.arange(len(fresh.catalog))
+    assert np.allclose(scores[items], fresh.score_all(None, now=90.0))
 
 
 @pytest.mark.slow

@@ -128,9 +128,11 @@ class CandidateSource:
         raise NotImplementedError
 
     def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """For a user-independent source: ``score_all(None, now)`` and, if the source keeps
-        one cheaply, the catalogue's order by it, best first (ties in catalogue order); None
-        lets the caller select just the head it needs (:func:`head_by_score`)."""
+        """For a user-independent source: ``score_all(None, now)`` (or, for a catalogue too
+        large to score whole every batch, a :class:`~streamrec.models.candidates.ScoresOf`
+        that scores the items asked) and, if the source keeps one cheaply, the catalogue's
+        order by it, best first (ties in catalogue order); None lets the caller select just
+        the head it needs (:func:`~streamrec.models.candidates.head_by_score`)."""
         return self.score_all(None, now), None
 
     def score_many(self, users: Sequence[str], now: float) -> np.ndarray:

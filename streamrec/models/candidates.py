@@ -182,6 +182,26 @@ class DenseScores(SourceScores):
         return best_of_block(self.scores, k, mask, self.floor)
 
 
+class ScoresOf:
+    """Scores over a catalogue of ``n`` items computed for the items asked only (``v[items]``
+    calls ``score_of(items)``): for a user-independent source whose every score would cost
+    more per batch than the lists need (freshness at a million items: 19 ms).
+
+    >>> v = ScoresOf(lambda items: items * 2.0, n=5)
+    >>> len(v), v[np.array([1, 4])].tolist()
+    (5, [2.0, 8.0])
+    """
+
+    def __init__(self, score_of, n: int) -> None:
+        self.score_of, self.n = score_of, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, items: np.ndarray) -> np.ndarray:
+        return self.score_of(np.asarray(items))
+
+
 class SharedScores(SourceScores):
     """The same scores for every user (popularity, freshness), and the catalogue's order by
     them when the source keeps it: each user's top items are a walk down its head."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamrec.models.base import CandidateSource
+from streamrec.models.candidates import ScoresOf
 from streamrec.models.catalog import Catalog
 
 
@@ -31,15 +32,28 @@ class Freshness(CandidateSource):
         self.max_age_s = max_age_s
         #: Catalogue indices newest first (ties by index), for the first ``len`` items.
         self._by_time = np.empty(0, np.int64)
+        self._times = np.empty(0, np.float64)  # -first_seen of ``_by_time``: ascending
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         self.catalog.add(item, ts)
 
     def score_all(self, user: str | None = None, now: float = 0.0) -> np.ndarray:
-        age = np.maximum(now - self.catalog.first_seen, 0.0)
+        return self.no_opinion_on_retired(self._scores(self.catalog.first_seen, now))
+
+    def _scores(self, first_seen: np.ndarray, now: float) -> np.ndarray:
+        age = np.maximum(now - first_seen, 0.0)
         s = 2.0 ** (-age / self.half_life_s)
         s[age > self.max_age_s] = 0.0
-        return self.no_opinion_on_retired(s)
+        return s
+
+    def dense_at(self, n: int) -> bool:
+        return n < self.exact_below
+
+    def _scores_of(self, items: np.ndarray, now: float) -> np.ndarray:
+        """Scores of ``items`` only (a catalogue too large to score whole every batch)."""
+        s = self._scores(self.catalog.first_seen[items], now)
+        s[self.catalog.retired[items]] = self.floor
+        return s
 
     def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Scores and their order, best first, without sorting the catalogue every batch: the
@@ -51,10 +65,13 @@ class Freshness(CandidateSource):
         if old != len(fs):
             # Merged in rather than sorted again: a large catalogue gains a few items a batch.
             new = old + np.argsort(-fs[old:], kind="stable")
-            at = np.searchsorted(-fs[self._by_time], -fs[new], side="right")
+            at = np.searchsorted(self._times, -fs[new], side="right")
             self._by_time = np.insert(self._by_time, at, new)
+            self._times = np.insert(self._times, at, -fs[new])
         order = self._by_time
-        ahead = int(np.searchsorted(-fs[order], -now, side="right"))  # first_seen >= now
+        ahead = int(np.searchsorted(self._times, -now, side="right"))  # first_seen >= now
         if ahead > 1:
             order = np.concatenate([np.sort(order[:ahead]), order[ahead:]])
-        return self.score_all(None, now), order
+        if self.dense_at(len(fs)):
+            return self.score_all(None, now), order
+        return ScoresOf(lambda items: self._scores_of(items, now), len(fs)), order
