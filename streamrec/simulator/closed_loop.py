@@ -45,6 +45,7 @@ class UserTally:
     impressions: int = 0
     clicks: int = 0
     sessions: int = 0
+    listed_sessions: int = 0  #: page loads whose top had at least one listed item
     page_clicks: int = 0
     new_impressions: int = 0
     new_clicks: int = 0
@@ -57,6 +58,8 @@ class BucketTally:
     #: New item -> simulated time of its first list impression / click in this bucket.
     first_impression: dict[str, float] = field(default_factory=dict)
     first_click: dict[str, float] = field(default_factory=dict)
+    #: Each received list's latency (its trigger's production to its publication), ms.
+    latencies: list[float] = field(default_factory=list)
 
 
 def bootstrap_ratio(num: np.ndarray, den: np.ndarray, seed: int = 0,
@@ -100,6 +103,8 @@ class ClosedLoopApp:
         self.catalogue_done = False
         self.last_ts = 0.0
         self.lists: Counter = Counter()          #: lists received, by bucket
+        self.policies: dict[str, Counter] = {}   #: bucket -> the policies its lists name
+        self.sources: dict[str, Counter] = {}    #: bucket -> its listed items' sources
         self.misfiled = 0                        #: lists whose bucket differs from the app's
 
     def _user(self, user: str) -> tuple[str, UserTally]:
@@ -112,8 +117,14 @@ class ClosedLoopApp:
         user = payload["user_id"]
         bucket = payload.get("bucket")
         self.lists[bucket] += 1
+        self.policies.setdefault(bucket, Counter())[payload.get("policy")] += 1
+        self.sources.setdefault(bucket, Counter()).update(
+            s for i in payload["items"] for s in i["sources"])
         if bucket != self.bucket_of(user):
             self.misfiled += 1
+        if "latency_ms" in payload:
+            self.tally.setdefault(self.bucket_of(user), BucketTally()).latencies.append(
+                payload["latency_ms"])
         self.latest[user] = [i["item_id"] for i in payload["items"]]
 
     def feed(self, user: str) -> list[str]:
@@ -131,6 +142,7 @@ class ClosedLoopApp:
         else:  # the worker's list, less what the user has seen since it was made
             shown = [i for i in self.latest.get(user, ()) if i not in seen][: self.slots]
         self.on_page[user] = set(shown)
+        tally.listed_sessions += bool(shown) or bucket == "organic"
         return shown
 
     def on_event(self, ev: Event, sent_at: float | None = None) -> None:
@@ -192,6 +204,9 @@ class ClosedLoopApp:
                 if sessions else None,
                 "clicks_per_session_ci95": _interval(col["page_clicks"], col["sessions"]),
                 "coverage": round(len(t.items_shown) / n_items, 4) if n_items else None,
+                "listed_session_share": round(col["listed_sessions"].sum() / sessions, 4)
+                if sessions else None,
+                "list_latency_ms_p50": _median(t.latencies),
                 "new_items": len(self.uploaded),
                 "new_item_impressions": int(nimp),
                 "new_item_clicks": int(nclk),
