@@ -573,6 +573,10 @@ def experiment(
                    "STREAMREC_BUCKETS against an external broker)"),
     new_within: float = typer.Option(60.0, help="Horizon, in simulated seconds, of the share "
                                      "of new uploads clicked"),
+    warmup: int = typer.Option(20_000, help="Events played in the loop before the measured "
+                               "ones, not counted"),
+    train: bool = typer.Option(True, help="After the warm-up, a training round whose student "
+                               "the worker serves while measuring (embedded runtime only)"),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line of results"),
 ) -> None:
     """A closed-loop A/B test: the simulated app shows each user their latest list, its users
@@ -592,7 +596,10 @@ def experiment(
     cfg = ExperimentConfig(world=world_name, seed=seed, users=users, items=items,
                            events=events if events is not None or duration is not None
                            else 40_000, duration_s=duration, rate=rate, buckets=spec,
-                           new_within_s=new_within)
+                           new_within_s=new_within, warmup=warmup, train=train)
+    if external and train:
+        console.print("[yellow]no training round against an external deployment: its "
+                      "`streamrec train --every` serves the student[/yellow]")
     result = run_experiment(cfg, console, quiet=False, settings=s)
     for t in tables(result):  # wider than a pipe's 80 columns: the intervals fit
         console.print(t, width=max(console.width, 118))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from streamrec.clients import kafka_consumer, redis_client
 from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.engine.buckets import Buckets
-from streamrec.processes import start_worker, wait_for_worker
+from streamrec.processes import start_trainer, start_worker, wait_for_worker
 from streamrec.records.events import Event
 from streamrec.records.topics import RECOMMENDATIONS, ensure_topics
 from streamrec.simulator.closed_loop import ClosedLoopApp
@@ -45,6 +46,11 @@ class ExperimentConfig:
     rate: float = 200.0
     buckets: str = DEFAULT_BUCKETS
     new_within_s: float = 60.0
+    #: Events played in the loop before the measured ones (not counted).
+    warmup: int = 0
+    #: After the warm-up, a training round whose student the worker serves before measuring
+    #: (embedded runtime only: a deployment runs `streamrec train --every`).
+    train: bool = False
     #: Extra environment of the embedded worker (e.g. STREAMREC_CONTENT=0).
     worker_env: dict[str, str] | None = None
 
@@ -95,8 +101,38 @@ def _live_line(app: ClosedLoopApp, names: list[str]) -> str:
     return f"lists {sum(app.lists.values()):,}  CTR " + "  ".join(parts)
 
 
+async def _train(rt: EmbeddedRuntime, app: ClosedLoopApp, console: Console) -> dict:
+    """One training round; once published, wait until lists come from its student."""
+    proc = start_trainer(rt, rt.run_dir / "snapshots")
+    t0 = time.monotonic()
+    try:
+        with console.status("training a student (teacher, then student)"):
+            while proc.proc.poll() is None:
+                await asyncio.sleep(0.5)
+    finally:
+        proc.stop()
+    lines = proc.log.read_text(errors="replace").strip().splitlines()
+    try:
+        report = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        console.print(f"[yellow]training round failed (see {proc.log}); measuring without a "
+                      f"student[/yellow]")
+        return {"published": False, "reason": f"exit {proc.proc.returncode}"}
+    out = {"published": report["published"], "version": report["version"],
+           "reason": report["reason"], "seconds": round(time.monotonic() - t0, 1)}
+    if report["published"]:
+        deadline = time.monotonic() + 60
+        while not app.students.get(report["version"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)  # the worker swaps it in at its next batch
+        out["in_service"] = bool(app.students.get(report["version"]))
+    console.print(f"training round: {'published ' + str(report['version']) if report['published'] else 'not published'}"
+                  f" ({report['reason']}) in {out['seconds']:.0f} s")
+    return out
+
+
 async def run_loop(settings: Settings, cfg: ExperimentConfig, console: Console,
-                   from_beginning: bool, quiet: bool = False) -> dict:
+                   from_beginning: bool, quiet: bool = False,
+                   rt: EmbeddedRuntime | None = None) -> dict:
     """Publish the world's events with the app in the loop; the report per bucket."""
     buckets = Buckets.parse(cfg.buckets)
     names = [b.name for b in buckets.buckets]
@@ -113,6 +149,15 @@ async def run_loop(settings: Settings, cfg: ExperimentConfig, console: Console,
     await publish(catalogue, settings, producer=producer)
     await _wait_indexed(settings, catalogue, console, quiet)
     stream = world.events(time.time(), feed=app.feed, catalogue=False)
+    training = None
+    if cfg.warmup:
+        with console.status(f"warm-up: {cfg.warmup:,} events in the loop, not measured"):
+            await publish(itertools.islice(stream, cfg.warmup), settings, rate=cfg.rate or None,
+                          on_event=app.on_event, producer=producer)
+        if cfg.train and rt is not None:
+            # Training reads the log back; lists keep flowing for the warm-up's last batches.
+            training = await _train(rt, app, console)
+        app.start_measuring()
     if cfg.events is not None:
         stream = itertools.islice(stream, cfg.events)
     t0 = time.monotonic()
@@ -149,6 +194,8 @@ async def run_loop(settings: Settings, cfg: ExperimentConfig, console: Console,
             "lists": {b: {"count": n, "policies": dict(app.policies[b]),
                           "sources": dict(app.sources[b])} for b, n in app.lists.items()},
             "misfiled_lists": app.misfiled, "new_within_s": cfg.new_within_s,
+            "warmup": cfg.warmup, "training": training,
+            "lists_by_student": {str(k): v for k, v in app.students.items()},
             "buckets": app.report(tuple(names))}
 
 
@@ -164,12 +211,13 @@ def run_experiment(cfg: ExperimentConfig, console: Console, quiet: bool = False,
     try:
         console.print(f"broker {rt.kafka}  redis {rt.redis}  logs {rt.run_dir}")
         asyncio.run(ensure_topics(rt.settings(), 4))
-        worker = start_worker(rt, extra_env={"STREAMREC_BUCKETS": cfg.buckets,
-                                             **(cfg.worker_env or {})})
+        worker = start_worker(rt, extra_env={
+            "STREAMREC_BUCKETS": cfg.buckets,
+            "STREAMREC_SNAPSHOT_DIR": str(rt.run_dir / "snapshots"), **(cfg.worker_env or {})})
         console.print("worker starting (joining its consumer group takes a few seconds)...")
         asyncio.run(wait_for_worker(rt.settings(), worker))
         return asyncio.run(run_loop(rt.settings(), cfg, console, from_beginning=True,
-                                    quiet=quiet))
+                                    quiet=quiet, rt=rt))
     finally:
         if worker is not None:
             worker.stop()

@@ -106,6 +106,7 @@ class ClosedLoopApp:
         self.policies: dict[str, Counter] = {}   #: bucket -> the policies its lists name
         self.sources: dict[str, Counter] = {}    #: bucket -> its listed items' sources
         self.misfiled = 0                        #: lists whose bucket differs from the app's
+        self.students: Counter = Counter()       #: lists by the student in service
 
     def _user(self, user: str) -> tuple[str, UserTally]:
         bucket = self.bucket_of(user)
@@ -125,7 +126,19 @@ class ClosedLoopApp:
         if "latency_ms" in payload:
             self.tally.setdefault(self.bucket_of(user), BucketTally()).latencies.append(
                 payload["latency_ms"])
+        self.students[(payload.get("model_version") or {}).get("student")] += 1
         self.latest[user] = [i["item_id"] for i in payload["items"]]
+
+    def start_measuring(self) -> None:
+        """Forget the figures so far (a warm-up's); users keep their lists and histories,
+        and only items uploaded from now on count as new."""
+        self.tally.clear()
+        self.uploaded.clear()
+        self.lists.clear()
+        self.policies.clear()
+        self.sources.clear()
+        self.students.clear()
+        self.misfiled = 0
 
     def feed(self, user: str) -> list[str]:
         """What the app shows at the top of ``user``'s page now."""
