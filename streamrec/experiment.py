@@ -101,8 +101,9 @@ def _live_line(app: ClosedLoopApp, names: list[str]) -> str:
     return f"lists {sum(app.lists.values()):,}  CTR " + "  ".join(parts)
 
 
-async def _train(rt: EmbeddedRuntime, app: ClosedLoopApp, console: Console) -> dict:
-    """One training round; once published, wait until lists come from its student."""
+async def _train(rt: EmbeddedRuntime, console: Console) -> dict:
+    """One training round (the worker swaps a published student in before its next batch:
+    the measured lists name it, ``lists_by_student``)."""
     proc = start_trainer(rt, rt.run_dir / "snapshots")
     t0 = time.monotonic()
     try:
@@ -120,11 +121,6 @@ async def _train(rt: EmbeddedRuntime, app: ClosedLoopApp, console: Console) -> d
         return {"published": False, "reason": f"exit {proc.proc.returncode}"}
     out = {"published": report["published"], "version": report["version"],
            "reason": report["reason"], "seconds": round(time.monotonic() - t0, 1)}
-    if report["published"]:
-        deadline = time.monotonic() + 60
-        while not app.students.get(report["version"]) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)  # the worker swaps it in at its next batch
-        out["in_service"] = bool(app.students.get(report["version"]))
     console.print(f"training round: {'published ' + str(report['version']) if report['published'] else 'not published'}"
                   f" ({report['reason']}) in {out['seconds']:.0f} s")
     return out
@@ -156,7 +152,7 @@ async def run_loop(settings: Settings, cfg: ExperimentConfig, console: Console,
                           on_event=app.on_event, producer=producer)
         if cfg.train and rt is not None:
             # Training reads the log back; lists keep flowing for the warm-up's last batches.
-            training = await _train(rt, app, console)
+            training = await _train(rt, console)
         app.start_measuring()
     if cfg.events is not None:
         stream = itertools.islice(stream, cfg.events)
