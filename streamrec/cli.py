@@ -564,9 +564,9 @@ def experiment(
     users: Optional[int] = typer.Option(None, help="Users (default: the world's own size)"),
     items: Optional[int] = typer.Option(None, help="Items in the starting catalogue "
                                         "(default: the world's own size)"),
-    events: Optional[int] = typer.Option(None, help="Stop after this many events (40,000 "
-                                         "unless --duration)"),
-    duration: Optional[float] = typer.Option(None, help="Stop after this many seconds"),
+    events: Optional[int] = typer.Option(None, help="Measure this many events after the "
+                                         "warm-up (40,000 unless --duration)"),
+    duration: Optional[float] = typer.Option(None, help="Measure for this many seconds"),
     rate: float = typer.Option(200.0, help="Events per second; 0 = as fast as possible"),
     buckets: Optional[str] = typer.Option(
         None, help="NAME[=POLICY]:WEIGHT,... (default: every policy in equal shares, or "
