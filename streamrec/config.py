@@ -91,6 +91,9 @@ class Settings:
     #: and clicks of further ones are dead-lettered (``unknown item``). 0: only uploaded items.
     max_unknown_items: int = field(default_factory=lambda: int(
         _env("MAX_UNKNOWN_ITEMS", "100000")))
+    #: A/B buckets: ``NAME[=POLICY]:WEIGHT,...``; users split by a hash of their id
+    #: (engine/buckets.py), each bucket's lists made by its policy.
+    buckets: str = field(default_factory=lambda: _env("BUCKETS", "blend:100"))
     # Security (streamrec/security.py checks these and turns them into client options).
     #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
     kafka_security_protocol: str = field(
