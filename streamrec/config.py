@@ -94,6 +94,9 @@ class Settings:
     #: Catalogue size from which the candidate sources propose through indexes (an inverted
     #: file, neighbour lists, maintained heads) instead of scoring every item for every user.
     exact_below: int = field(default_factory=lambda: int(_env("EXACT_BELOW", "50000")))
+    #: A/B buckets: ``NAME[=POLICY]:WEIGHT,...``; users split by a hash of their id
+    #: (engine/buckets.py), each bucket's lists made by its policy.
+    buckets: str = field(default_factory=lambda: _env("BUCKETS", "blend:100"))
     # Security (streamrec/security.py checks these and turns them into client options).
     #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``.
     kafka_security_protocol: str = field(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from streamrec.config import Settings
 from streamrec.embedded import EmbeddedRuntime
 from streamrec.engine.shared_state import read_stats
 from streamrec.heap import freeze_startup_objects
-from streamrec.processes import Process, start_worker, wait_for_worker
+from streamrec.processes import Process, start_trainer, start_worker, wait_for_worker
 from streamrec.records.events import Click, Event, View
 from streamrec.records.topics import DEAD_LETTER, RECOMMENDATIONS, ensure_topics
 from streamrec.simulator.publish import publish, start_producer
@@ -104,13 +103,6 @@ class Training:
         r = self.report
         verdict = f"published {r['version']}" if r["published"] else "not published"
         return f"{verdict} at {self.finished_s:.0f}s: {r['reason']}"
-
-
-def start_trainer(rt: EmbeddedRuntime, snapshot_dir: Path) -> Process:
-    env = {**rt.env(), "STREAMREC_SNAPSHOT_DIR": str(snapshot_dir)}
-    # nice: the worker's lists come first on a small machine.
-    return Process(["nice", "-n", "10", sys.executable, "-m", "streamrec.cli", "train",
-                    "--epochs", "3", "--json"], env, rt.run_dir / "trainer.log")
 
 
 async def train_once(rt: EmbeddedRuntime, snapshot_dir: Path, after_s: float, t0: float,

@@ -60,6 +60,14 @@ def start_worker(rt: EmbeddedRuntime, partitions: int = 4, engine: str = "pipeli
                    rt.run_dir / (log_name or f"worker-{app_id}.log"), cwd)
 
 
+def start_trainer(rt: EmbeddedRuntime, snapshot_dir: Path) -> Process:
+    """One `streamrec train` round (3 epochs) against ``rt``, its last line JSON."""
+    env = {**rt.env(), "STREAMREC_SNAPSHOT_DIR": str(snapshot_dir)}
+    # nice: the worker's lists come first on a small machine.
+    return Process(["nice", "-n", "10", sys.executable, "-m", "streamrec.cli", "train",
+                    "--epochs", "3", "--json"], env, rt.run_dir / "trainer.log")
+
+
 async def wait_for_worker(settings: Settings, proc: Process, app_id: str = "streamrec",
                           timeout_s: float = 90.0, min_partitions: int = 1) -> None:
     """Until a worker reports assigned partitions in Redis (Faust writes it on assignment)."""

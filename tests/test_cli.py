@@ -20,7 +20,7 @@ def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess
 
 
 @pytest.mark.parametrize("command", ["worker", "simulate", "replay", "tail", "evaluate", "train",
-                                     "demo"])
+                                     "demo", "experiment"])
 def test_every_subcommand_has_help(command):
     assert "Usage" in run(command, "--help").stdout
 
@@ -34,6 +34,16 @@ def test_worker_and_train_stop_at_an_unusable_snapshot_key(command):
     out = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "at least 16 are needed" in " ".join((out.stdout + out.stderr).split())
+
+
+@pytest.mark.parametrize("command", [["worker", "--kafka", "nowhere:9092", "--redis",
+                                      "redis://nowhere"], ["experiment"]])
+def test_worker_and_experiment_stop_at_unusable_buckets(command):
+    env = {**os.environ, "STREAMREC_BUCKETS": "blend:90,bandit:10",
+           "STREAMREC_KAFKA": "nowhere:9092", "STREAMREC_REDIS": "redis://nowhere"}
+    out = subprocess.run([*CLI, *command], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "unknown policy 'bandit'" in " ".join((out.stdout + out.stderr).split())
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from streamrec.config import Settings
 from streamrec.content.encoder_process import EncoderProcess
 from streamrec.content.fusion import FixedFusion
+from streamrec.engine.buckets import Buckets
 from streamrec.engine.engine import Engine, PassthroughEngine
 from streamrec.engine.interface import worker_id
 from streamrec.engine.shared_state import SharedState
@@ -56,4 +57,5 @@ def build_engine(settings: Settings, redis: aioredis.Redis, worker: str | None =
         students = StudentLoader(store, student, blend.sources.get("content"))
     return cls(blend, state, top_k=settings.top_k, worker=worker, content=content,
                students=students, on_offset_reset=settings.on_offset_reset,
-               max_unknown_items=settings.max_unknown_items, embedding_model=space)
+               max_unknown_items=settings.max_unknown_items, embedding_model=space,
+               buckets=Buckets.parse(settings.buckets))

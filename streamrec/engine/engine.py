@@ -20,6 +20,8 @@ import orjson
 from streamrec import metrics
 from streamrec.config import BUILTIN_EMBEDDING_MODEL
 from streamrec.content.encoder_process import EncoderProcess
+from streamrec.engine import policies
+from streamrec.engine.buckets import APP_SERVED, BLEND_WITHOUT, DEFAULT, Buckets
 from streamrec.engine.interface import OPS, Incoming, Outgoing, decode_one, reject
 from streamrec.engine.shared_state import SharedState
 from streamrec.models.base import Recommendation
@@ -76,7 +78,8 @@ class Engine:
                  students: StudentLoader | None = None,
                  on_offset_reset: str = "relearn",
                  max_unknown_items: int = MAX_UNKNOWN_ITEMS,
-                 embedding_model: str = BUILTIN_EMBEDDING_MODEL) -> None:
+                 embedding_model: str = BUILTIN_EMBEDDING_MODEL,
+                 buckets: Buckets | None = None) -> None:
         if on_offset_reset not in OFFSET_RESET_POLICIES:
             raise ValueError(f"unknown offset reset policy {on_offset_reset!r}: "
                              f"{' or '.join(OFFSET_RESET_POLICIES)}")
@@ -94,6 +97,8 @@ class Engine:
         #: Fetches published students; None: no student source.
         self.students = students
         self.top_k = top_k
+        #: Which policy serves each user (STREAMREC_BUCKETS); learning is shared by all.
+        self.buckets = buckets or Buckets.parse(DEFAULT)
         self.worker = worker
         self.model_version = {"blend": "online", "student": None}
         self._recent_ids: OrderedDict[str, None] = OrderedDict()
@@ -158,8 +163,11 @@ class Engine:
     def _payload(self, user: str, recs: Sequence[Recommendation], trigger: str,
                  trigger_ts: float, request_id: str | None = None) -> bytes:
         now = time.time()
+        bucket = self.buckets.of(user)
         return orjson.dumps({
             "user_id": user,
+            "bucket": bucket.name,
+            "policy": bucket.policy,
             "trigger": trigger,
             "request_id": request_id,
             "ts": now,
@@ -181,8 +189,31 @@ class Engine:
 
     def recommend_many(self, users: Sequence[str], k: int | None = None, now: float = 0.0,
                        exclude: Sequence[Sequence[str]] | None = None) -> list[list[Recommendation]]:
-        """The blend's lists (``k`` defaults to the worker's ``top_k``)."""
-        return self.blend.recommend_many(users, k or self.top_k, now, exclude)
+        """Each user's list by the policy of their bucket (``k`` defaults to the worker's
+        ``top_k``)."""
+        k = k or self.top_k
+        groups: dict[str, list[int]] = {}
+        for r, user in enumerate(users):
+            groups.setdefault(self.buckets.of(user).policy, []).append(r)
+        if groups.keys() == {"blend"}:
+            return self.blend.recommend_many(users, k, now, exclude)
+        shared = self.blend.shared_scores(now) if len(self.blend.catalog) else None
+        out: list[list[Recommendation]] = [[] for _ in users]
+        for policy, rows in groups.items():
+            some = [users[r] for r in rows]
+            ex = [exclude[r] for r in rows] if exclude else None
+            if policy in APP_SERVED:
+                continue  # the app serves these users itself: an empty list
+            if policy == "popularity":
+                lists = policies.popularity_lists(self.blend, some, k, now, ex, shared)
+            elif policy == "random":
+                lists = policies.random_lists(self.blend, some, k, now, ex)
+            else:
+                lists = self.blend.recommend_many(some, k, now, ex, shared=shared,
+                                                  without=BLEND_WITHOUT[policy])
+            for r, recs in zip(rows, lists):
+                out[r] = recs
+        return out
 
     async def check_student(self) -> None:
         """Fetch a newly published student, if any; it goes into service before the next
