@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from streamrec.models.base import Recommendation, head_by_score
+from streamrec.models.base import Recommendation
+from streamrec.models.candidates import head_by_score
 from streamrec.models.blend import Blend
 
 
