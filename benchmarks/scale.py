@@ -22,7 +22,8 @@ Two phases per size:
   over 200 users (1.0 where the catalogue is scored exactly; matrix factorisation searches
   its pool of most-learned items exactly).
 - **Runtime** (a worker on the embedded runtime, 4 partitions): the catalogue published as
-  uploads with their embeddings supplied (nothing is encoded), then the warm interactions;
+  uploads with their embeddings supplied (nothing is encoded), then
+  ``--runtime-events-per-user`` warm interactions per user;
   ``events_per_s`` is how fast the worker drains a backlog of ``--drain`` more interactions
   (from its first to its last event processed, read from its counters in Redis), then it gets
   1,000 interactions per second for ``--latency-seconds`` and ``p50_ms_at_1000_eps`` /
@@ -264,8 +265,10 @@ async def runtime_phase(world: Synthetic, events: int, args, log) -> dict:
             await publish(uploads(), rt.settings())
             sent_s = time.monotonic() - t0
             took, n = await wait_events(r, app_id, "events_upload", world.items, args.max_s)
-            log(f"  runtime: {world.items:,} uploads sent in {sent_s:.0f}s, registered "
-                f"({n:,}) at {n / max(took, 1e-9):,.0f}/s")
+            registered = (await read_stats(r, app_id)).get("events_upload", 0)
+            took_up, n_up = took, n
+            log(f"  runtime: {world.items:,} uploads sent in {sent_s:.0f}s, {registered:,} "
+                f"registered, at {n / max(took, 1e-9):,.0f}/s")
             start = time.time() - 3 * 86400
             dt = 3 * 86400 / max(1, events + args.drain)
             t0 = time.monotonic()
@@ -290,7 +293,8 @@ async def runtime_phase(world: Synthetic, events: int, args, log) -> dict:
         finally:
             await r.aclose()
             proc.stop()
-    return {"events_per_s": round(rate), "p50_ms_at_1000_eps": lat["p50_ms"],
+    return {"events_per_s": round(rate), "uploads_per_s": round(n_up / max(took_up, 1e-9)),
+            "p50_ms_at_1000_eps": lat["p50_ms"],
             "p99_ms_at_1000_eps": lat["p99_ms"], "lists_at_1000_eps": lat["lists"],
             "worker_rss_mib": round(worker_rss), "redis_used_mib": round(redis_mib),
             "redis_bytes_per_item_and_user": round(redis_mib * 2 ** 20
@@ -318,7 +322,9 @@ async def main(args) -> dict:
     if not args.skip_runtime:
         for row in sizes:
             world = Synthetic(row["items"], row["users"])
-            row.update(await runtime_phase(world, row["warm_events"], args, log))
+            warm = int(row["users"] * args.runtime_events_per_user)
+            row.update(await runtime_phase(world, warm, args, log))
+            row["runtime_warm_events"] = warm
     return {"sizes": sizes, "machine": f"{platform.machine()}, {os.cpu_count()} cpus, "
             f"Python {platform.python_version()}",
             "peak_rss_mib_this_process": round(resource.getrusage(
@@ -331,6 +337,9 @@ if __name__ == "__main__":
     ap.add_argument("--sizes", nargs="+", default=["10000:10000", "100000:100000",
                                                    "1000000:1000000"])
     ap.add_argument("--events-per-user", type=int, default=2)
+    ap.add_argument("--runtime-events-per-user", type=float, default=0.5,
+                    help="Warm interactions per user sent through the worker (each costs the "
+                         "worker a list; 2 per user at 1M users would take an hour here)")
     ap.add_argument("--batches", type=int, default=15,
                     help="Micro-batches of 100 lists per size for the list cost")
     ap.add_argument("--drain", type=int, default=30_000)
