@@ -207,12 +207,16 @@ class Engine:
                 self.content.close()
 
     async def refresh_models(self) -> None:
-        """Periodic upkeep: check the shared state is still there, save the ranker, fetch a
-        student published meanwhile (in a consumer group only one worker gets each
-        announcement: the others find the new student here, within one interval)."""
+        """Periodic upkeep, between two batches of interactions: check the shared state is
+        still there, save the ranker, fetch a student published meanwhile (in a consumer
+        group only one worker gets each announcement: the others find the new student here,
+        within one interval), and pull what other workers wrote if it is time (a worker
+        whose partitions carry no interactions for a while would otherwise never see the
+        items uploaded through the others)."""
         await self.state.check_marker()
         await self.state.save_ranker()
         await self.check_student()
+        await self.state.refresh(early_s=self.state.refresh_s / 4)
 
     def _swap_student(self) -> None:
         if self.students is not None and self.students.apply():
