@@ -5,6 +5,7 @@ within the refresh interval."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import signal
@@ -83,8 +84,14 @@ async def collecting(rt: EmbeddedRuntime) -> tuple[Lists, asyncio.Task]:
 
 
 async def wait_until(check, timeout_s: float, what: str) -> None:
+    """Until ``check()`` (a bool, or an awaitable of one) holds."""
     deadline = time.monotonic() + timeout_s
-    while not await check():
+    while True:
+        done = check()
+        if inspect.isawaitable(done):
+            done = await done
+        if done:
+            return
         if time.monotonic() > deadline:
             raise TimeoutError(what)
         await asyncio.sleep(0.1)
@@ -126,13 +133,13 @@ def test_a_worker_joins_and_another_leaves_mid_stream_learning_every_event_once(
             finally:
                 await producer.stop()
 
-        async def lists_by(worker: Process, after: int) -> bool:
+        def lists_by(worker: Process, after: int) -> bool:
             return any(w == worker.name for _, w, *_ in lists.seen[after:])
 
         try:
             await wait_for_assignment(settings, w1, partitions=PARTITIONS)
             sending = asyncio.create_task(sender())
-            await wait_until(lambda: asyncio.sleep(0, len(sent) >= 1500), 30, "sending")
+            await wait_until(lambda: len(sent) >= 1500, 30, "sending")
             # A second worker joins: the group rebalances, half the partitions move to it.
             w2 = start_worker(rt, PARTITIONS, extra_env=ENV, log_name="worker-2.log")
             await wait_for_assignment(settings, w2, partitions=PARTITIONS // 2)
@@ -149,7 +156,7 @@ def test_a_worker_joins_and_another_leaves_mid_stream_learning_every_event_once(
             left_at = len(sent)
             await wait_for_assignment(settings, w2, partitions=PARTITIONS)
             n = len(sent)
-            await wait_until(lambda: asyncio.sleep(0, len(sent) >= n + 2000), 60,
+            await wait_until(lambda: len(sent) >= n + 2000, 60,
                              "sending after the leave")
             stop_sending.set()
             await sending
@@ -167,8 +174,8 @@ def test_a_worker_joins_and_another_leaves_mid_stream_learning_every_event_once(
                           (await r.hgetall("streamrec:item-clicks")).items()}
             seen = {u: {i.decode() for i in await r.lrange(f"streamrec:seen:{u}", 0, -1)}
                     for u in {e.user_id for e in inter}}
-            await wait_until(lambda: asyncio.sleep(0, not users_without_a_last_list(inter, lists)),
-                             30, "a list for every user's last interaction")
+            await wait_until(lambda: not users_without_a_last_list(inter, lists), 30,
+                             "a list for every user's last interaction")
             final = await assigned_partitions(r, w2)
         finally:
             stop_sending.set()
