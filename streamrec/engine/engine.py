@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -263,6 +264,7 @@ class Engine:
         applied = await self.state.before_batch({e.user_id for _, e in events}, parts)
         self._check_offsets(events, applied)
         latest: dict[str, tuple[str, float]] = {}
+        newest: dict[str, float] = {}
         new_offsets: dict[str, int] = {}
         learned = 0
         for msg, ev in events:
@@ -274,7 +276,11 @@ class Engine:
                 learned += 1
                 new_offsets[part] = max(new_offsets.get(part, -1), msg.offset)
             self.clock = max(self.clock, ev.ts)
-            latest[ev.user_id] = (ev.event_id, msg.timestamp)
+            # The user's latest event by event time: a batch can hold two fetches, the
+            # second with older events (replayed after a rebalance, a partition behind).
+            if ev.ts >= newest.get(ev.user_id, -math.inf):
+                latest[ev.user_id] = (ev.event_id, msg.timestamp)
+                newest[ev.user_id] = ev.ts
             self.state.touched_users.add(ev.user_id)
         out.stats["events"] = len(events)
         out.stats["learned"] = learned
