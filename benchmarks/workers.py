@@ -27,7 +27,8 @@ worker that took the upload) to that list. Then one worker is stopped with SIGTE
 longest gap after it is the leave pause. The largest latency of a list in each window (event
 produced -> list published) is reported beside each gap.
 
-Figures go to stdout (to stderr with ``--json``, whose line comes last).
+Figures go to stdout (to stderr with ``--json``, whose line comes last). Exit code 0 when
+every drain learned each view and click exactly once and every probe was seen.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from streamrec.processes import (  # noqa: E402
     start_worker,
     wait_for_assignment,
 )
-from streamrec.records.events import MAX_K, RecRequest, Upload, View, encode  # noqa: E402
+from streamrec.records.events import MAX_K, Click, RecRequest, Upload, View, encode  # noqa: E402
 from streamrec.records.topics import RECOMMENDATIONS, TOPIC_OF, ensure_topics  # noqa: E402
 from streamrec.simulator.publish import key_of, publish, start_producer  # noqa: E402
 from streamrec.simulator.world import World, WorldConfig  # noqa: E402
@@ -388,7 +389,11 @@ async def main(args) -> dict:
     one = statistics.median(rates[args.counts[0]])
     delays = [d for p in paced_runs for d in p["visibility_s"] if d is not None]
     cpu = {n: [d["cpu_ms_per_event"]["total"] for d in runs] for n, runs in drains.items()}
+    interactions = sum(isinstance(e, (View, Click)) for e in backlog)
     summary = {
+        # Every drain learned each view and click of the backlog exactly once.
+        "learned_exactly_once": all(d["learned"] == interactions
+                                    for runs in drains.values() for d in runs),
         "events_per_s": {str(n): spread(v) for n, v in rates.items()},
         "cpu_ms_per_event": {str(n): spread(v, 4) for n, v in cpu.items()},
         "cpu_ms_per_event_by_process": {
@@ -458,3 +463,4 @@ if __name__ == "__main__":
     summary = asyncio.run(main(args))
     if args.json:
         print(json.dumps(summary))
+    sys.exit(0 if summary["learned_exactly_once"] and not summary["probes_never_seen"] else 1)
