@@ -199,6 +199,7 @@ class ModelProcess:
 #: Queued with the interactions as "forget" is: the periodic upkeep, run between two batches.
 REFRESH: list = []
 
+
 class _Child:
     """The model process's side: one task per batch op, replies in the order each op's
     batches were sent."""
