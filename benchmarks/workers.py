@@ -305,6 +305,9 @@ async def paced(args, run_dir: Path, log) -> dict:
             itertools.takewhile(lambda _: not stop.is_set(), events), settings, rate=args.rate))
         try:
             await wait_settled(rt, [w1], args.partitions)
+            deadline = time.monotonic() + 120.0  # past the world's catalogue, lists flow
+            while len(lists.seen) < 100 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             await asyncio.sleep(args.settle_s)
             t_join = time.monotonic()
             baseline = lists.pause(t_join - args.settle_s + 1.0, t_join)
