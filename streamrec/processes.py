@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,11 @@ class Process:
                  cwd: Path | None = None) -> None:
         self.log = log
         self.proc = spawn(argv, log, env, cwd)
+
+    @property
+    def name(self) -> str:
+        """The worker's name in its group (``engine.interface.worker_id``): host and pid."""
+        return f"{socket.gethostname()}-{self.proc.pid}"
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, no final commit (a crash)."""
@@ -82,5 +88,32 @@ async def wait_for_worker(settings: Settings, proc: Process, app_id: str = "stre
                     return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"worker not ready after {timeout_s:.0f}s; see {proc.log}")
+    finally:
+        await r.aclose()
+
+
+async def assigned_partitions(redis, proc: Process, app_id: str = "streamrec") -> list[str]:
+    """The partitions ("topic:partition") ``proc`` reported at its latest assignment (none
+    before its first)."""
+    raw = await redis.hget(f"{app_id}:workers", proc.name)
+    return orjson.loads(raw)["partitions"] if raw else []
+
+
+async def wait_for_assignment(settings: Settings, proc: Process, app_id: str = "streamrec",
+                              partitions: int = 1, timeout_s: float = 90.0) -> list[str]:
+    """Until ``proc`` itself reports at least ``partitions`` partitions of ``views``, and then
+    all it was assigned (:func:`wait_for_worker` is satisfied by any worker of the group)."""
+    r = redis_client(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.proc.returncode}; see {proc.log}")
+            got = await assigned_partitions(r, proc, app_id)
+            if sum(p.startswith("views:") for p in got) >= partitions:
+                return got
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"worker not assigned {partitions} partitions after {timeout_s:.0f}s;"
+                           f" see {proc.log}")
     finally:
         await r.aclose()

@@ -5,7 +5,7 @@ import asyncio
 import faust
 import pytest
 
-from streamrec.streams.batching import micro_batches
+from streamrec.streams.batching import MicroBatches, micro_batches
 
 
 @pytest.fixture
@@ -75,3 +75,23 @@ async def test_with_linger_a_batch_that_ran_dry_waits_for_more(channel):
 async def test_max_size_must_be_positive(channel):
     with pytest.raises(ValueError, match="max_size"):
         await anext(micro_batches(channel.stream(), 0))
+
+
+async def test_a_rebalance_or_stop_drops_the_batch_being_gathered(channel):
+    # Faust clears its buffers when partitions are revoked or the worker stops, then waits
+    # for every event taken from them to be acknowledged: a batch still being gathered would
+    # hold it forever. Its events are dropped with the buffers (fetched again from the
+    # committed offsets), and the batches go on with what comes after.
+    batches = MicroBatches(channel.stream(), 10)
+    it = batches.__aiter__()
+    await send(channel, *range(5))
+    first = asyncio.ensure_future(anext(it))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not first.done(), "some taken, more queued"
+    channel.app.flow_control.suspend()
+    channel.app.flow_control.clear()
+    channel.app.flow_control.resume()
+    await send(channel, 5)
+    assert values(await asyncio.wait_for(first, 5)) == [5]
+    await it.aclose()

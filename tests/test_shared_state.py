@@ -149,6 +149,27 @@ async def test_applied_offsets_are_read_once_per_assignment_and_advanced_locally
     await own.aclose()
 
 
+async def test_an_item_registered_after_a_newer_one_reaches_the_other_workers(redis_client):
+    # Uploads are keyed by item, so two workers register items from their own partitions:
+    # one with an older event time may land after another worker has read a newer one
+    # (a lagging partition, a slow encoding).
+    prefix = uid("late")
+    reader = SharedState(redis_client, Blend(seed=0), prefix=prefix, worker="reader")
+    writer = SharedState(redis_client, Blend(seed=0), prefix=prefix, worker="writer")
+    await reader.load()
+    await writer.register_items([("new", 2000.0, b"{}")])
+    await reader.refresh(force=True)
+    await writer.register_items([("late", 1000.0, b"{}"), ("new", 2000.0, b"{}")])
+    await reader.refresh(force=True)
+    assert {"new", "late"} <= set(reader.blend.catalog.ids)
+    assert await redis_client.lrange(f"{prefix}:items:added", 0, -1) == [b"new", b"late"]
+    # A worker started now reads them all, at their first-seen times.
+    fresh = SharedState(redis_client, Blend(seed=0), prefix=prefix, worker="fresh")
+    await fresh.load()
+    cat = fresh.blend.catalog
+    assert {i: cat.first_seen[cat.index[i]] for i in cat.ids} == {"new": 2000.0, "late": 1000.0}
+
+
 async def test_the_pass_through_ceiling_writes_what_the_pipeline_writes(redis_client, tmp_path):
     # The ceiling has "the same reads, batching and writes but no model work": the same
     # keys, the same counter and pair increments, a vector for each item and user it touched.

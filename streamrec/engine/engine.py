@@ -247,12 +247,16 @@ class Engine:
                 self.content.close()
 
     async def refresh_models(self) -> None:
-        """Periodic upkeep: check the shared state is still there, save the ranker, fetch a
-        student published meanwhile (in a consumer group only one worker gets each
-        announcement: the others find the new student here, within one interval)."""
+        """Periodic upkeep, between two batches of interactions: check the shared state is
+        still there, save the ranker, fetch a student published meanwhile (in a consumer
+        group only one worker gets each announcement: the others find the new student here,
+        within one interval), and pull what other workers wrote if it is time (a worker
+        whose partitions carry no interactions for a while would otherwise never see the
+        items uploaded through the others)."""
         await self.state.check_marker()
         await self.state.save_ranker()
         await self.check_student()
+        await self.state.refresh(early_s=self.state.refresh_s / 4)
 
     def _swap_student(self) -> None:
         if self.students is not None and self.students.apply():
@@ -299,6 +303,7 @@ class Engine:
         applied = await self.state.before_batch({e.user_id for _, e in events}, parts)
         self._check_offsets(events, applied)
         latest: dict[str, tuple[str, float]] = {}
+        newest: dict[str, float] = {}
         new_offsets: dict[str, int] = {}
         learned = 0
         retired = self.blend.catalog.retired_at
@@ -317,7 +322,11 @@ class Engine:
                     learned += 1
                 new_offsets[part] = max(new_offsets.get(part, -1), msg.offset)
             self.clock = max(self.clock, ev.ts)
-            latest[ev.user_id] = (ev.event_id, msg.timestamp)
+            # The user's latest event by event time: a batch can hold two fetches, the
+            # second with older events (replayed after a rebalance, a partition behind).
+            if ev.ts >= newest.get(ev.user_id, -math.inf):
+                latest[ev.user_id] = (ev.event_id, msg.timestamp)
+                newest[ev.user_id] = ev.ts
             self.state.touched_users.add(ev.user_id)
         out.stats["events"] = len(events)
         out.stats["learned"] = learned

@@ -58,7 +58,8 @@ class InLoopHost:
             self.engine.forget_owned_state()
 
     async def refresh_models(self) -> None:
-        await self.engine.refresh_models()
+        async with self._turns["interactions"]:  # the pulls go between two batches
+            await self.engine.refresh_models()
 
     async def close(self) -> None:
         await self.engine.close()

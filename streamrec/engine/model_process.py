@@ -196,6 +196,10 @@ class ModelProcess:
 
 # ---- the child ----------------------------------------------------------------------------
 
+#: Queued with the interactions as "forget" is: the periodic upkeep, run between two batches.
+REFRESH: list = []
+
+
 class _Child:
     """The model process's side: one task per batch op, replies in the order each op's
     batches were sent."""
@@ -225,6 +229,9 @@ class _Child:
             if batch is None:  # "forget", queued behind the batches sent before it
                 self.engine.forget_owned_state()
                 self.reply(request, Outgoing([], [], {}))
+                continue
+            if batch is REFRESH:  # between two batches of interactions, as the pulls need
+                await self.control(request, "refresh_models")
                 continue
             try:
                 out = await run_step(step, batch, op)
@@ -279,6 +286,8 @@ class _Child:
                     self.queues[op].put_nowait((head["id"], frames.batch_from(head, blobs)))
                 elif op == "forget":
                     self.queues["interactions"].put_nowait((head["id"], None))
+                elif op == "refresh_models":
+                    self.queues["interactions"].put_nowait((head["id"], REFRESH))
                 elif not await self.control(head["id"], op):
                     await self.writer.drain()
                     return

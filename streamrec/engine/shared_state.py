@@ -21,6 +21,8 @@ Keys (``{p}`` is the prefix, ``streamrec`` by default)::
     {p}:items:ts           zset item -> first-seen time
     {p}:retired            hash item -> JSON retirement (ts, reason, when processed): the items
                            retired, whose other keys are dropped
+    {p}:items:added        list of the items in the order they were registered, which other
+                           workers read on from where they stopped
     {p}:emb:{version}      hash item -> float16 content embedding (see content.embedding_cache)
     {p}:user:{user}        JSON user state (recent items, activity, latent vector, content
                            and tag profiles), expiring after ``user_ttl_s`` without events
@@ -186,6 +188,43 @@ return swept
 """
 
 
+#: Registers uploaded items. ARGV: prefix, then (item, first-seen time, JSON metadata) triples.
+#: An item new to the catalogue is appended to ``items:added`` too: other workers read that
+#: list on from the last position they read, so an item registered late (its upload's event
+#: time older than items already registered, from a lagging partition or a slow encoding)
+#: reaches them all the same, as a cursor on first-seen times would not.
+REGISTER_ITEMS = """
+local p = ARGV[1]
+for i = 2, #ARGV, 3 do
+  redis.call("HSET", p .. ":items", ARGV[i], ARGV[i + 2])
+  if redis.call("ZADD", p .. ":items:ts", "NX", ARGV[i + 1], ARGV[i]) == 1 then
+    redis.call("RPUSH", p .. ":items:added", ARGV[i])
+  end
+end
+return 1
+"""
+
+#: Items registered since position ARGV[2] of ``items:added`` (-1: every registered item),
+#: with their first-seen times, and the position to read on from:
+#: {length of items:added, [item1, time1, item2, time2, ...]}.
+READ_NEW_ITEMS = """
+local p, from = ARGV[1], tonumber(ARGV[2])
+local n = redis.call("LLEN", p .. ":items:added")
+if from < 0 then
+  return {n, redis.call("ZRANGE", p .. ":items:ts", 0, -1, "WITHSCORES")}
+end
+local out = {}
+for _, item in ipairs(redis.call("LRANGE", p .. ":items:added", from, n - 1)) do
+  local ts = redis.call("ZSCORE", p .. ":items:ts", item)
+  if ts then
+    out[#out + 1] = item
+    out[#out + 1] = ts
+  end
+end
+return {n, out}
+"""
+
+
 class SharedState:
     """Reads and writes one :class:`Blend`'s state in Redis."""
 
@@ -241,7 +280,8 @@ class SharedState:
         self._unstamped: set[str] = set()
         #: No other worker beat recently: local copies need loading once, never refreshing.
         self.alone = False
-        self._items_seen_ts = -math.inf
+        #: How much of ``items:added`` this worker has read (-1: nothing yet).
+        self._items_read = -1
         #: Items retired here, swept from Redis once more at the next refresh: a write-back
         #: in flight as they were retired may have added to their counters again.
         self._sweep_again: set[str] = set()
@@ -576,8 +616,8 @@ class SharedState:
         if not items:
             return
         pipe = self.r.pipeline(transaction=False)
-        pipe.hset(f"{self.p}:items", mapping={i: meta for i, _, meta in items})
-        pipe.zadd(f"{self.p}:items:ts", {i: ts for i, ts, _ in items}, nx=True)
+        pipe.eval(REGISTER_ITEMS, 0, self.p,
+                  *(x for i, ts, meta in items for x in (i, repr(float(ts)), meta)))
         pipe.hdel(f"{self.p}:retired", *{i for i, _, _ in items})  # uploaded again: live
         await pipe.execute()
 
@@ -648,17 +688,18 @@ class SharedState:
         pipe.zcard(f"{self.p}:alive")
         return (await pipe.execute())[-1] > 1
 
-    async def refresh(self, force: bool = False) -> None:
+    async def refresh(self, force: bool = False, early_s: float = 0.0) -> None:
         """Pull what other workers wrote: retirements, popularity, item vectors and counts,
-        new items. Runs at most every ``refresh_s`` unless forced; call it between batches
-        (journals empty). The first pull reads everything; later ones only the items stamped
-        in ``{p}:changed`` since the last pull (less a margin), so a pull costs what changed,
-        not the catalogue.
+        new items. Runs at most every ``refresh_s`` (less ``early_s``: a timer of that period
+        may fire a little early, and would then skip a whole period) unless forced; call it
+        between batches (journals empty). The first pull reads everything; later ones only the
+        items stamped in ``{p}:changed`` since the last pull (less a margin), so a pull costs
+        what changed, not the catalogue.
 
         A worker alone in its group skips the pulls: its hot copy already holds everything
         (the pulls cost ~30 ms at 2,000 items, which showed up as the p99 latency)."""
         now = time.monotonic()
-        if not force and now - self._last_refresh < self.refresh_s:
+        if not force and now - self._last_refresh < self.refresh_s - early_s:
             return
         self._last_refresh = now
         self.alone = not await self._other_workers_alive()
@@ -686,7 +727,7 @@ class SharedState:
         hashes += [f"{self.p}:isgd", f"{self.p}:item-clicks", f"{self.p}:item-events"]
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(f"{self.p}:retired")
-        pipe.zrangebyscore(f"{self.p}:items:ts", self._items_seen_ts, "+inf", withscores=True)
+        pipe.eval(READ_NEW_ITEMS, 0, self.p, self._items_read)
         for key in hashes if changed is None or changed else ():
             if changed is None:
                 pipe.hgetall(key)
@@ -704,13 +745,13 @@ class SharedState:
         vectors, clicks, events = replies[len(epochs):]
         # The new items first, so that they enter the catalogue at their upload time: an item
         # first met in another worker's counts or vectors would enter as first seen at 0.
-        new = [k.decode() for k, _ in items]
+        read_to, flat = items
+        new = [k.decode() for k in flat[::2]]
         embeddings = await self.cache.get_many(new) if self.cache is not None and new else {}
         tags = await self._item_tags(new) if self.tags is not None and new else {}
-        self.blend.add_items([(k, ts, embeddings.get(k), tags.get(k, ()))
-                              for k, (_, ts) in zip(new, items)])
-        if items:
-            self._items_seen_ts = max(self._items_seen_ts, max(ts for _, ts in items))
+        self.blend.add_items([(k, float(ts), embeddings.get(k), tags.get(k, ()))
+                              for k, ts in zip(new, flat[1::2])])
+        self._items_read = int(read_to)
         if epochs:
             merged: dict[str, float] = {}
             for e, h in zip(epochs, res):

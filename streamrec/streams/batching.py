@@ -35,22 +35,37 @@ class MicroBatches:
         self.linger_s = linger_s
         self._manual = stream.noack()
         self._queue = stream.channel.queue  # what the stream reads from; filled a fetch at a time
+        #: The batch being gathered: events taken from the stream, not yet handed on.
+        self._batch: list[EventT] = []
+        # When partitions are revoked or the worker stops, Faust clears the streams' buffers
+        # (their events are fetched again from the committed offsets), skips what it still
+        # reads, and waits until every event taken is acknowledged. A batch being gathered
+        # would then never be handed on nor acknowledged, and the rebalance or stop would wait
+        # for it forever: it is cleared with the buffers.
+        flow_control = getattr(getattr(stream, "app", None), "flow_control", None)
+        if flow_control is not None:
+            flow_control.manage_queue(self)
+
+    def clear(self) -> None:
+        """Drop the batch being gathered (Faust's flow control calls it with its buffers)."""
+        self._batch = []
 
     async def __aiter__(self) -> AsyncIterator[list[EventT]]:
         queue, max_size, linger_s = self._queue, self.max_size, self.linger_s
-        batch: list[EventT] = []
         first = 0.0
         async for event in self._manual.events():
-            if not batch:
+            if not self._batch:
                 first = time.monotonic()
-            batch.append(event)
-            if len(batch) < max_size and queue.empty() and linger_s > 0:
+            self._batch.append(event)
+            del event  # held by the batch alone, which clear() may drop
+            if len(self._batch) < max_size and queue.empty() and linger_s > 0:
                 remaining = first + linger_s - time.monotonic()
                 if remaining > 0:
                     await asyncio.sleep(remaining)  # what arrives meanwhile is queued
-            if len(batch) >= max_size or queue.empty():
+            if self._batch and (len(self._batch) >= max_size or queue.empty()):
+                batch, self._batch = self._batch, []
                 yield batch
-                batch = []
+                del batch
 
     async def ack(self, batch: list[EventT]) -> None:
         """Acknowledge a batch's events: their offsets may be committed."""
