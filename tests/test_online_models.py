@@ -6,8 +6,8 @@ import torch
 
 from streamrec.evaluation.prequential import prequential
 from streamrec.models.base import Recommendation
-from streamrec.models.candidates import head_by_score, smallest_per_row
 from streamrec.models.blend import Blend
+from streamrec.models.candidates import head_by_score, smallest_per_row
 from streamrec.models.catalog import Catalog
 from streamrec.models.content import ContentSource
 from streamrec.models.covisitation import CoVisitation

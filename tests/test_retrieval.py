@@ -128,7 +128,7 @@ def test_popularity_head_follows_learning_without_sorting_again():
 def test_freshness_order_merges_new_items_as_a_sort_would():
     rng = np.random.default_rng(0)
     fresh = Freshness()
-    for batch in range(20):
+    for _ in range(20):
         for _ in range(int(rng.integers(1, 50))):
             fresh.catalog.add(f"i{len(fresh.catalog)}", float(rng.integers(0, 100)))
         _, order = fresh.ranked_all(now=1e9)

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from streamrec.models.base import Recommendation
-from streamrec.models.candidates import head_by_score
 from streamrec.models.blend import Blend
+from streamrec.models.candidates import head_by_score
 
 
 def _banned(blend: Blend, user: str, exclude: Iterable[str]) -> set[int]:

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-
 #: A batch's users x catalogue matrices (scores, the banned mask) are used below this many
 #: cells; above it, only what the candidates need is computed.
 DENSE_CELLS = 4_000_000

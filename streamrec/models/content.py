@@ -18,8 +18,8 @@ from streamrec.content.fusion import (
     imageless_text,
 )
 from streamrec.models.base import CandidateSource
-from streamrec.models.catalog import Catalog
 from streamrec.models.candidates import SourceScores
+from streamrec.models.catalog import Catalog
 from streamrec.models.index import EmbeddingIndex
 from streamrec.models.vector_search import VectorScores
 
