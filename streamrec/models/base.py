@@ -80,6 +80,9 @@ class CandidateSource:
     #: From this catalogue size on, sources that can propose without scoring every item do
     #: (:meth:`scores_for`).
     exact_below = EXACT_BELOW
+    #: Whether the source has a path for catalogues of ``exact_below`` items or more
+    #: (:meth:`scores_for`, or :meth:`ranked_all` for a user-independent one).
+    retrieves_at_scale = False
 
     @property
     def active(self) -> bool:
@@ -148,7 +151,7 @@ class CandidateSource:
 
     def dense_at(self, n: int) -> bool:
         """Whether :meth:`scores_for` computes a users x catalogue matrix at ``n`` items."""
-        return True
+        return not self.retrieves_at_scale or n < self.exact_below
 
     def recommend(self, user: str, k: int = 10, exclude: Iterable[str] = (),
                   now: float = 0.0) -> list[Recommendation]:

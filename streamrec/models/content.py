@@ -51,6 +51,7 @@ class ContentSource(CandidateSource):
     """
 
     name = "content"
+    retrieves_at_scale = True
     proposes_cold = True
 
     def __init__(self, catalog: Catalog | None = None, dim: int = 128,
@@ -212,9 +213,6 @@ class ContentSource(CandidateSource):
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
         n = len(self.catalog)

@@ -39,6 +39,7 @@ class CoVisitation(RecordsChanges, CandidateSource):
     """
 
     name = "covisitation"
+    retrieves_at_scale = True
 
     def __init__(self, catalog: Catalog | None = None, window: int = 20,
                  max_neighbours: int = 100, half_life_s: float = 7 * 86400.0,
@@ -193,9 +194,6 @@ class CoVisitation(RecordsChanges, CandidateSource):
                         ).reshape(len(users), n)
         S *= self._scale(np.arange(n), now)
         return S
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
         n = len(self.catalog)

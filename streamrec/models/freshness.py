@@ -24,6 +24,7 @@ class Freshness(CandidateSource):
     """
 
     name = "fresh"
+    retrieves_at_scale = True
 
     def __init__(self, catalog: Catalog | None = None, half_life_s: float = 3600.0,
                  max_age_s: float = 7 * 86400.0) -> None:
@@ -45,9 +46,6 @@ class Freshness(CandidateSource):
         s = 2.0 ** (-age / self.half_life_s)
         s[age > self.max_age_s] = 0.0
         return s
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def _scores_of(self, items: np.ndarray, now: float) -> np.ndarray:
         """Scores of ``items`` only (a catalogue too large to score whole every batch)."""

@@ -42,6 +42,7 @@ class ISGD(RecordsChanges, CandidateSource):
     """
 
     name = "isgd"
+    retrieves_at_scale = True
     floor = -np.inf  # dot products may be negative and still rank
 
     def __init__(self, catalog: Catalog | None = None, n_factors: int = 32,
@@ -158,9 +159,6 @@ class ISGD(RecordsChanges, CandidateSource):
         S = P @ self._factors32[:n].T
         S[unknown] = -np.inf
         return self.no_opinion_on_retired(S)
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
         n = len(self.catalog)

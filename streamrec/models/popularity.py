@@ -45,6 +45,7 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
     """
 
     name = "popularity"
+    retrieves_at_scale = True
 
     def __init__(self, catalog: Catalog | None = None, half_life_s: float = 86400.0,
                  view_weight: float = 0.5, click_weight: float = 1.0) -> None:
@@ -106,9 +107,6 @@ class DecayedPopularity(RecordsChanges, CandidateSource):
         if self.epoch is None:
             return raw.copy()
         return raw * 2.0 ** (-(max(now, self.epoch) - self.epoch) / self.half_life_s)
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def ranked_all(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
         """Scores at ``now`` and, for a catalogue too large to order every batch, the order of

@@ -46,6 +46,7 @@ class StudentSource(CandidateSource):
     """
 
     name = "student"
+    retrieves_at_scale = True
     floor = -np.inf
 
     def __init__(self, catalog: Catalog | None = None, content_dim: int = 128,
@@ -186,9 +187,6 @@ class StudentSource(CandidateSource):
         S = (self.scorer.user_vectors(V, hist, clicked) @ V.T + b).astype(np.float32)
         S[(hist < 0).all(axis=1)] = -np.inf  # no history: no opinion
         return self.no_opinion_on_retired(S)
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
         n = len(self.catalog)

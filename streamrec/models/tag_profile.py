@@ -34,6 +34,7 @@ class TagProfile(CandidateSource):
     """
 
     name = "tags"
+    retrieves_at_scale = True
     proposes_cold = True
 
     def __init__(self, catalog: Catalog | None = None, half_life_s: float | None = 14 * 86400.0,
@@ -96,9 +97,6 @@ class TagProfile(CandidateSource):
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         return self.score_many([user], now)[0]
-
-    def dense_at(self, n: int) -> bool:
-        return n < self.exact_below
 
     def scores_for(self, users: Sequence[str], now: float) -> SourceScores:
         if self.dense_at(len(self.catalog)):
