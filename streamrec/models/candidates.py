@@ -14,7 +14,7 @@ without scoring the whole catalogue.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ class ScoresOf:
     (5, [2.0, 8.0])
     """
 
-    def __init__(self, score_of, n: int) -> None:
+    def __init__(self, score_of: Callable[[np.ndarray], np.ndarray], n: int) -> None:
         self.score_of, self.n = score_of, n
 
     def __len__(self) -> int:
@@ -205,7 +205,7 @@ class SharedScores(SourceScores):
     """The same scores for every user (popularity, freshness), and the catalogue's order by
     them when the source keeps it: each user's top items are a walk down its head."""
 
-    def __init__(self, scores: np.ndarray, order: np.ndarray | None, floor: float,
+    def __init__(self, scores: np.ndarray | ScoresOf, order: np.ndarray | None, floor: float,
                  users: int) -> None:
         self.scores, self.order, self.floor, self.users = scores, order, floor, users
 
