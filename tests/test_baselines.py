@@ -70,7 +70,7 @@ def test_only_the_blend_without_freshness_leaves_an_unclicked_upload_out():
     models = default_models()
     rows = {n: models[n] for n in ("blend", "blend_no_content", "blend_no_content_no_fresh")}
     assert not {"fresh", "content", "tags"} & rows["blend_no_content_no_fresh"].sources.keys()
-    for n, m in rows.items():
+    for m in rows.values():
         for j in range(5):
             m.add_item(f"old{j}", ts=0.0)
         for u in range(6):  # the old items earn clicks; "new" is uploaded after them
