@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import time
 from collections import defaultdict
 
@@ -245,7 +246,7 @@ def main() -> None:
     args = ap.parse_args()
     out = run(args)
     print(f"{args.world} world, seed {args.seed}: {args.warmup:,} warm-up + {args.events:,} "
-          f"measured events, label window {args.label_window:g} s; 2 cores, shared")
+          f"measured events, label window {args.label_window:g} s; {os.cpu_count()} cores")
     print(f"{'bucket':18} {'CTR':>6} {'(95% CI)':>15} {'list':>6} {'organic':>7} "
           f"{'E[CTR]':>7} {'oracle':>7} {'profile':>7} {'pop∩':>5}")
     for name, b in out["buckets"].items():
