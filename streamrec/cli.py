@@ -282,7 +282,8 @@ def evaluate(
     events_n: int = typer.Option(60_000, "--events", help="With --world: events to generate"),
     models: str = typer.Option("", help="Comma-separated subset of: popularity, baseline_tags, "
                                "baseline_cooccurrence, covisitation, isgd, river_biasedmf, "
-                               "content, tags, blend, blend_no_content, teacher, student, "
+                               "content, tags, blend, blend_no_content, blend_no_content_no_fresh, "
+                               "teacher, student, "
                                "student_int8, blend_no_student"),
     content: bool = typer.Option(True, help="Encode upload text and images for the content "
                                  "source (--no-content skips the encoders)"),

@@ -64,3 +64,19 @@ def test_co_clicks_count_only_within_the_window_and_views_do_not_pair():
 @pytest.mark.parametrize("name", ["popularity", "baseline_tags", "baseline_cooccurrence"])
 def test_every_evaluation_has_the_baselines(name):
     assert name in default_models()
+
+
+def test_only_the_blend_without_freshness_leaves_an_unclicked_upload_out():
+    models = default_models()
+    rows = {n: models[n] for n in ("blend", "blend_no_content", "blend_no_content_no_fresh")}
+    assert not {"fresh", "content", "tags"} & rows["blend_no_content_no_fresh"].sources.keys()
+    for m in rows.values():
+        for j in range(5):
+            m.add_item(f"old{j}", ts=0.0)
+        for u in range(6):  # the old items earn clicks; "new" is uploaded after them
+            m.learn_one(f"u{u}", f"old{u % 5}", ts=1.0 + u)
+        m.add_item("new", ts=10.0)
+    listed = {n: [r.item_id for r in m.recommend("u9", k=6, now=11.0)] for n, m in rows.items()}
+    assert "new" in listed["blend_no_content"]
+    assert "new" not in listed["blend_no_content_no_fresh"]
+    assert set(listed["blend_no_content_no_fresh"]) == {f"old{j}" for j in range(5)}

@@ -57,7 +57,8 @@ def test_simulated_log_evaluates_prequentially(tmp_path):
     assert 0 < window["events"] == result["scored_from_event"] < 3000
     assert result["events"] == 3000 and result["clicks"] > 0
     assert {"popularity", "baseline_tags", "baseline_cooccurrence", "covisitation", "isgd",
-            "river_biasedmf", "content", "tags", "blend", "blend_no_content", "teacher",
+            "river_biasedmf", "content", "tags", "blend", "blend_no_content",
+            "blend_no_content_no_fresh", "teacher",
             "student", "student_int8", "blend_no_student"} == set(result["models"])
     # Scored: exactly the clicks after the training window, each a hit or a miss per model.
     types = [json.loads(line)["type"] for line in log.open()]

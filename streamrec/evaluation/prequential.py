@@ -54,6 +54,15 @@ def blend_without_content(seed: int = 0) -> Blend:
                              Freshness(c)], seed=seed)
 
 
+def blend_without_content_or_freshness(seed: int = 0) -> Blend:
+    """:func:`blend_without_content` less the freshness source too: nothing offers an item
+    before its clicks do, so against it the blend without content shows what showing new items
+    at all adds, and the blend what content adds on top."""
+    c = Catalog()
+    return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c), ISGD(c, seed=seed)],
+                 seed=seed)
+
+
 def blend_without_student(seed: int = 0) -> Blend:
     c = Catalog()
     return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c), ISGD(c, seed=seed),
@@ -74,6 +83,7 @@ def default_models(seed: int = 0) -> dict[str, Any]:
         "tags": TagProfile(Catalog()),
         "blend": blend_without_student(seed),
         "blend_no_content": blend_without_content(seed),
+        "blend_no_content_no_fresh": blend_without_content_or_freshness(seed),
     }
 
 
