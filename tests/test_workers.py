@@ -125,10 +125,6 @@ def no_last_list(sent: list, lists: Lists, joined_at: int, left_at: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("STREAMREC_TEST_REBALANCE"),
-                    reason="known hang: a worker can wait forever in Faust's wait_empty during "
-                           "a rebalance or stop (2 runs in 8 here; docs/operations.md); opt in "
-                           "with STREAMREC_TEST_REBALANCE=1")
 def test_a_worker_joins_and_another_leaves_mid_stream_learning_every_event_once(tmp_path: Path):
     world = World(WorldConfig(n_users=400, n_items=150, images=False, seed=11))
     events = list(itertools.islice(world.events(time.time() - 3600), 30000))

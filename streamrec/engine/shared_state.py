@@ -397,8 +397,7 @@ class SharedState:
             self.co.recent[user] = deque((cat.add(i, 0.0) for i in d.get("recent", ())
                                           if i not in cat.retired_at), maxlen=self.co.window)
         if self.mf is not None and "p" in d:
-            self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).astype(
-                np.float64)
+            self.mf.user_factors[user] = np.frombuffer(bytes.fromhex(d["p"]), np.float32).copy()
         if self.content is not None and "c" in d:
             # A state saved before profiles carried their weight is centred as one item's.
             self.content.profiles[user] = (np.frombuffer(bytes.fromhex(d["c"]), np.float32).copy(),

@@ -145,6 +145,9 @@ class Blend(RecordsChanges):
                 raise ValueError(f"source {s.name!r} must share the blend's catalogue")
             if isinstance(s, StudentSource):
                 s.use_history(self.recent_history)
+                content = self.sources.get("content")
+                if isinstance(content, ContentSource) and content.dim == s.content_dim:
+                    s.read_embeddings_from(content.index)
         self.per_source = per_source
         self.label_window_s = label_window_s
         self.negatives_per_click = negatives_per_click

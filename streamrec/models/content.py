@@ -219,5 +219,6 @@ class ContentSource(CandidateSource):
         if self.dense_at(n):
             return super().scores_for(users, now)
         P = self._queries(users)
-        return VectorScores(P, self.index.centred, self.index.valid(n), n, self.index.ann,
-                            P.any(axis=1))
+        self.index.release_centred()  # searched from now on: rows centred as they are read
+        return VectorScores(P, self.index.centred_rows, self.index.valid(n), n,
+                            self.index.ann, P.any(axis=1))

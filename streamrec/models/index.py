@@ -28,7 +28,10 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 class EmbeddingIndex:
     """A growable ``n_items x dim`` float32 matrix with a mask of rows that hold a vector, and
-    a copy of it centred on the running mean and normalised (what queries are scored against).
+    its rows centred on the running mean and normalised (what queries are scored against):
+    kept as a whole copy while the catalogue is scored whole (:meth:`scores`), computed for
+    the rows asked once it is searched through :attr:`ann` (:meth:`release_centred`; a copy
+    costs 512 MiB at a million items).
 
     The centre is the running mean, shrunk towards zero while the catalogue is small (as if
     ``prior_items`` zero vectors were in it: centring two items on their mean would make them
@@ -47,7 +50,7 @@ class EmbeddingIndex:
     def __init__(self, dim: int, centre_tolerance: float = 0.01, prior_items: int = 10) -> None:
         self.dim = dim
         self.matrix = np.zeros((1024, dim), np.float32)
-        self.centred = np.zeros((1024, dim), np.float32)
+        self._centred: np.ndarray | None = None  # made by the first whole scoring
         self.has = np.zeros(1024, bool)
         #: 0 where a row holds a vector, -inf elsewhere: added to scores in one pass.
         self._missing = np.full(1024, -np.inf, np.float32)
@@ -61,6 +64,25 @@ class EmbeddingIndex:
         self.weigh: Callable[[np.ndarray], np.ndarray] | None = None
         #: The centred rows' index, for catalogues too large to score whole.
         self.ann = VectorSearch(dim)
+        #: The centred rows as the index and the candidates' scores read them: ``[rows]``.
+        self.centred_rows = CentredRows(self)
+
+    @property
+    def centred(self) -> np.ndarray:
+        """Every centred row (zeros where no vector), kept from now on."""
+        if self._centred is None:
+            self._centred = self._centre_rows(np.arange(len(self.has)))
+        return self._centred
+
+    def release_centred(self) -> None:
+        """Stop keeping the centred copy: rows are centred as they are read."""
+        self._centred = None
+
+    def _centre_rows(self, rows: np.ndarray) -> np.ndarray:
+        out = _unit_rows(self._weighed(self.matrix[rows]) - self.centre).astype(np.float32,
+                                                                                 copy=False)
+        out[~self.has[rows]] = 0.0
+        return out
 
     def add(self, row: int, vector: np.ndarray) -> None:
         vector = np.asarray(vector, np.float32)
@@ -78,7 +100,8 @@ class EmbeddingIndex:
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
             self._rebuild(mean)
         else:
-            self.centred[row] = _unit_rows(compared - self.centre)
+            if self._centred is not None:
+                self._centred[row] = _unit_rows(compared - self.centre)
             self.ann.changed_one(row)
 
     def add_many(self, rows: np.ndarray, vectors: np.ndarray) -> None:
@@ -100,7 +123,8 @@ class EmbeddingIndex:
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
             self._rebuild(mean)
         else:  # a few rows into a large catalogue: the rest stays as it was
-            self.centred[rows] = _unit_rows(self._weighed(vectors) - self.centre)
+            if self._centred is not None:
+                self._centred[rows] = _unit_rows(self._weighed(vectors) - self.centre)
             self.ann.changed(rows.tolist())
 
     def remove(self, row: int) -> None:
@@ -118,7 +142,8 @@ class EmbeddingIndex:
         self._sum -= self._weighed(self.matrix[row][None])[0]
         self.count -= 1
         self.matrix[row] = 0.0
-        self.centred[row] = 0.0
+        if self._centred is not None:
+            self._centred[row] = 0.0
         self.has[row] = False
         self._missing[row] = -np.inf
         self.ann.removed([row])
@@ -131,8 +156,10 @@ class EmbeddingIndex:
 
     def _rebuild(self, centre: np.ndarray) -> None:
         self.centre = centre
-        self.centred = np.where(self.has[:, None], _unit_rows(self._weighed(self.matrix) - centre),
-                                0.0).astype(np.float32)
+        if self._centred is not None:
+            self._centred = np.where(self.has[:, None],
+                                     _unit_rows(self._weighed(self.matrix) - centre),
+                                     0.0).astype(np.float32)
         self.ann.reset()
 
     def valid(self, n: int) -> np.ndarray:
@@ -159,7 +186,8 @@ class EmbeddingIndex:
 
     def _grow(self, n: int) -> None:
         self.matrix = grow_rows(self.matrix, n)
-        self.centred = grow_rows(self.centred, n)
+        if self._centred is not None:
+            self._centred = grow_rows(self._centred, n)
         self.has = grow_rows(self.has, n)
         if n > len(self._missing):
             grown = np.full(len(self.has), -np.inf, np.float32)
@@ -198,3 +226,20 @@ class EmbeddingIndex:
         top = np.argpartition(-S, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(S, top, axis=1), axis=1)
         return np.take_along_axis(top, order, axis=1)
+
+
+class CentredRows:
+    """An :class:`EmbeddingIndex`'s centred rows read as ``rows_view[rows]``: from its copy
+    while it keeps one, centred as they are read otherwise."""
+
+    def __init__(self, index: EmbeddingIndex) -> None:
+        self._index = index
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        index = self._index
+        if index._centred is not None:
+            return index._centred[rows]
+        return index._centre_rows(np.asarray(rows))
+
+    def __len__(self) -> int:
+        return len(self._index.has)

@@ -14,6 +14,7 @@ import numpy as np
 from streamrec.models.base import CandidateSource
 from streamrec.models.candidates import SourceScores
 from streamrec.models.catalog import Catalog, grow_rows
+from streamrec.models.index import EmbeddingIndex
 from streamrec.models.student_scorer import StudentScorer
 from streamrec.models.vector_search import VectorScores, VectorSearch
 
@@ -56,6 +57,9 @@ class StudentSource(CandidateSource):
         self.history = history
         self.scorer: StudentScorer | None = None
         self._fused = np.zeros((0, content_dim), np.float32)
+        #: The content source's index when the student reads its embeddings (in a blend):
+        #: one copy of the catalogue's vectors instead of two (512 MiB at a million items).
+        self._shared: EmbeddingIndex | None = None
         self._vectors = np.zeros((0, 0), np.float32)
         self._bias = np.zeros(0, np.float32)
         self._stale: set[int] = set()  # rows whose embedding arrived after their vector
@@ -80,6 +84,25 @@ class StudentSource(CandidateSource):
         items (catalogue indices, oldest first) and whether each was clicked."""
         self._history_of = history_of
 
+    def read_embeddings_from(self, index: EmbeddingIndex) -> None:
+        """Read items' fused embeddings from ``index`` (by catalogue row, as added; the
+        content source's) rather than keeping a copy: whoever feeds ``index`` must also call
+        :meth:`set_embedding` here, which then only notes that the row changed."""
+        if index.dim != self.content_dim:
+            raise ValueError(f"the student reads {self.content_dim}-d content, the index holds "
+                             f"{index.dim}-d vectors")
+        self._shared = index
+        self._fused = np.zeros((0, self.content_dim), np.float32)
+        self._stale.update(range(len(self._vectors)))
+
+    def _fused_rows(self, rows: slice | np.ndarray) -> np.ndarray:
+        """The fused embeddings of catalogue ``rows`` (zeros where an item has none)."""
+        if self._shared is not None:
+            self._shared.valid(len(self.catalog))  # rows up to the catalogue's exist
+            return self._shared.matrix[rows]
+        self._grow(len(self.catalog))
+        return self._fused[rows]
+
     def swap(self, scorer: StudentScorer | None) -> None:
         """Put ``scorer`` in service; every item vector is recomputed."""
         if scorer is not None and scorer.content_dim != self.content_dim:
@@ -95,8 +118,9 @@ class StudentSource(CandidateSource):
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
-        self._grow(j + 1)
-        self._fused[j] = vector
+        if self._shared is None:
+            self._grow(j + 1)
+            self._fused[j] = vector
         if j < len(self._vectors):
             self._stale.add(j)
 
@@ -109,15 +133,15 @@ class StudentSource(CandidateSource):
     def _item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Vectors of the whole catalogue, computing only the rows that are new or stale."""
         n, done = len(self.catalog), len(self._vectors)
-        self._grow(n)
         ids = self.catalog.ids
         if n > done:
-            v, b = self.scorer.item_vectors(self._fused[done:n], self.scorer.rows(ids[done:n]))
+            v, b = self.scorer.item_vectors(self._fused_rows(slice(done, n)),
+                                            self.scorer.rows(ids[done:n]))
             self._vectors = np.vstack([self._vectors, v]) if done else v
             self._bias = np.concatenate([self._bias, b]) if done else b
         if self._stale:
             rows = np.fromiter(self._stale, np.int64)
-            v, b = self.scorer.item_vectors(self._fused[rows], self.scorer.rows(
+            v, b = self.scorer.item_vectors(self._fused_rows(rows), self.scorer.rows(
                 [ids[j] for j in rows.tolist()]))
             self._vectors[rows], self._bias[rows] = v, b
             self._stale.clear()
@@ -149,7 +173,7 @@ class StudentSource(CandidateSource):
         j = self.catalog.index.get(item)
         if j is None:
             return
-        if j < len(self._fused):
+        if self._shared is None and j < len(self._fused):
             self._fused[j] = 0.0
         if j < len(self._vectors):
             self._stale.add(j)

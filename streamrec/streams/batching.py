@@ -42,12 +42,23 @@ class MicroBatches:
         # reads, and waits until every event taken is acknowledged. A batch being gathered
         # would then never be handed on nor acknowledged, and the rebalance or stop would wait
         # for it forever: it is cleared with the buffers.
-        flow_control = getattr(getattr(stream, "app", None), "flow_control", None)
+        self._app = getattr(stream, "app", None)
+        flow_control = getattr(self._app, "flow_control", None)
         if flow_control is not None:
             flow_control.manage_queue(self)
 
     def clear(self) -> None:
-        """Drop the batch being gathered (Faust's flow control calls it with its buffers)."""
+        """Drop the batch being gathered (Faust's flow control calls it with its buffers).
+
+        The consumer is told to stop waiting for its events. Dropping them is not enough: the
+        consumer tracks taken events in a weak set, and the stream's iterator keeps its last
+        event (locals of a frame suspended while it waits for the next one, which does not
+        come while the flow is suspended), so that one would stay "taken, not acknowledged"
+        and hold the rebalance or stop forever. Not acknowledging keeps them uncommitted."""
+        consumer = getattr(self._app, "consumer", None)
+        if consumer is not None:
+            for event in self._batch:
+                consumer.unacked.discard(event.message)
         self._batch = []
 
     async def __aiter__(self) -> AsyncIterator[list[EventT]]:
