@@ -26,6 +26,12 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
 
 
+def _inverse_norms(x: np.ndarray) -> np.ndarray:
+    """``1 / |row|`` of each row (0 for a zero row), float32."""
+    n = np.linalg.norm(x, axis=-1)
+    return np.divide(1.0, n, out=np.zeros_like(n), where=n > 0).astype(np.float32)
+
+
 class EmbeddingIndex:
     """A growable ``n_items x dim`` float32 matrix with a mask of rows that hold a vector, and
     its rows centred on the running mean and normalised (what queries are scored against):
@@ -52,6 +58,9 @@ class EmbeddingIndex:
         self.matrix = np.zeros((1024, dim), np.float32)
         self._centred: np.ndarray | None = None  # made by the first whole scoring
         self.has = np.zeros(1024, bool)
+        #: ``1 / |compared row - centre|`` (0 where no vector): a centred row is
+        #: ``(row - centre) * _inv_norm``, a subtraction and a product when read.
+        self._inv_norm = np.zeros(1024, np.float32)
         #: 0 where a row holds a vector, -inf elsewhere: added to scores in one pass.
         self._missing = np.full(1024, -np.inf, np.float32)
         self.count = 0
@@ -78,11 +87,18 @@ class EmbeddingIndex:
         """Stop keeping the centred copy: rows are centred as they are read."""
         self._centred = None
 
-    def _centre_rows(self, rows: np.ndarray) -> np.ndarray:
-        out = _unit_rows(self._weighed(self.matrix[rows]) - self.centre).astype(np.float32,
-                                                                                 copy=False)
-        out[~self.has[rows]] = 0.0
+    def _centre_rows(self, rows: np.ndarray | slice) -> np.ndarray:
+        out = np.asarray(self._weighed(self.matrix[rows]) - self.centre, np.float32)
+        out *= self._inv_norm[rows, None]
         return out
+
+    def _set_centred(self, rows: np.ndarray | slice, compared: np.ndarray) -> None:
+        """Rows ``rows`` now compare as ``compared``: their norms, and their copy if kept."""
+        d = np.asarray(compared - self.centre, np.float32)
+        inv = _inverse_norms(d)
+        self._inv_norm[rows] = inv
+        if self._centred is not None:
+            self._centred[rows] = d * inv[:, None]
 
     def add(self, row: int, vector: np.ndarray) -> None:
         vector = np.asarray(vector, np.float32)
@@ -100,8 +116,7 @@ class EmbeddingIndex:
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
             self._rebuild(mean)
         else:
-            if self._centred is not None:
-                self._centred[row] = _unit_rows(compared - self.centre)
+            self._set_centred(slice(row, row + 1), compared[None])
             self.ann.changed_one(row)
 
     def add_many(self, rows: np.ndarray, vectors: np.ndarray) -> None:
@@ -123,8 +138,7 @@ class EmbeddingIndex:
         if np.linalg.norm(mean - self.centre) > self.centre_tolerance:
             self._rebuild(mean)
         else:  # a few rows into a large catalogue: the rest stays as it was
-            if self._centred is not None:
-                self._centred[rows] = _unit_rows(self._weighed(vectors) - self.centre)
+            self._set_centred(rows, self._weighed(vectors))
             self.ann.changed(rows.tolist())
 
     def remove(self, row: int) -> None:
@@ -142,6 +156,7 @@ class EmbeddingIndex:
         self._sum -= self._weighed(self.matrix[row][None])[0]
         self.count -= 1
         self.matrix[row] = 0.0
+        self._inv_norm[row] = 0.0
         if self._centred is not None:
             self._centred[row] = 0.0
         self.has[row] = False
@@ -156,10 +171,12 @@ class EmbeddingIndex:
 
     def _rebuild(self, centre: np.ndarray) -> None:
         self.centre = centre
-        if self._centred is not None:
-            self._centred = np.where(self.has[:, None],
-                                     _unit_rows(self._weighed(self.matrix) - centre),
-                                     0.0).astype(np.float32)
+        for a in range(0, len(self.has), 100_000):  # bounds the temporary copies
+            b = min(a + 100_000, len(self.has))
+            self._set_centred(slice(a, b), self._weighed(self.matrix[a:b]))
+            self._inv_norm[a:b] *= self.has[a:b]
+            if self._centred is not None:
+                self._centred[a:b] *= self.has[a:b, None]
         self.ann.reset()
 
     def valid(self, n: int) -> np.ndarray:
@@ -189,6 +206,7 @@ class EmbeddingIndex:
         if self._centred is not None:
             self._centred = grow_rows(self._centred, n)
         self.has = grow_rows(self.has, n)
+        self._inv_norm = grow_rows(self._inv_norm, n)
         if n > len(self._missing):
             grown = np.full(len(self.has), -np.inf, np.float32)
             grown[: len(self._missing)] = self._missing

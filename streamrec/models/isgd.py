@@ -70,6 +70,9 @@ class ISGD(RecordsChanges, CandidateSource):
         self.pool = pool
         self._learned = np.zeros(0, np.int64)
         self._pool_rows: np.ndarray | None = None
+        #: ``item_factors[_pool_rows].T``, kept current (see PoolSearch).
+        self._pool_columns = np.zeros((n_factors, 0), np.float32)
+        self._pool_at = np.zeros(0, np.int32)  # row -> its place in the pool, or -1
         self._since_pool = 0
         self._all_valid = np.ones(0, bool)
 
@@ -110,6 +113,7 @@ class ISGD(RecordsChanges, CandidateSource):
         j = self.catalog.index.get(item)
         if j is not None and j < self._initialised:
             self.item_factors[j] = 0.0
+            self._pool_row_moved(j)
         if self.journal is not None:
             self.journal.discard(item)
 
@@ -126,6 +130,8 @@ class ISGD(RecordsChanges, CandidateSource):
         p_new = p * keep + step * q
         q *= keep  # in place: q is a view of the row
         q += step * p
+        if j < len(self._pool_at) and self._pool_at[j] >= 0:
+            self._pool_columns[:, self._pool_at[j]] = q
         self._learned = grow_rows(self._learned, j + 1)
         self._learned[j] += 1
         self._since_pool += 1
@@ -137,6 +143,7 @@ class ISGD(RecordsChanges, CandidateSource):
         j = self.catalog.add(item, ts)
         self._init_items(j + 1)
         self.item_factors[j] = vector
+        self._pool_row_moved(j)
         self._learned = grow_rows(self._learned, j + 1)
         self._learned[j] += 1  # learned elsewhere (another worker, a restart): in the pool
 
@@ -168,7 +175,9 @@ class ISGD(RecordsChanges, CandidateSource):
                 P[r], known[r] = p, True
         if len(self._all_valid) < len(self.item_factors):
             self._all_valid = np.ones(len(self.item_factors), bool)
-        return VectorScores(P, self.item_factors, self._all_valid, n, PoolSearch(self._pool()),
+        pool = self._pool()
+        return VectorScores(P, self.item_factors, self._all_valid, n,
+                            PoolSearch(pool, self._pool_columns),
                             known, self.floor)
 
     def _pool(self) -> np.ndarray:
@@ -178,7 +187,14 @@ class ISGD(RecordsChanges, CandidateSource):
             self._pool_rows = np.sort(head_by_score(learned, min(self.pool, len(learned))))
             self._pool_rows = self._pool_rows[learned[self._pool_rows] > 0]
             self._since_pool = 0
+            self._pool_columns = np.ascontiguousarray(self.item_factors[self._pool_rows].T)
+            self._pool_at = np.full(len(self.item_factors), -1, np.int32)
+            self._pool_at[self._pool_rows] = np.arange(len(self._pool_rows), dtype=np.int32)
         return self._pool_rows
+
+    def _pool_row_moved(self, j: int) -> None:
+        if j < len(self._pool_at) and self._pool_at[j] >= 0:
+            self._pool_columns[:, self._pool_at[j]] = self.item_factors[j]
 
     def score_all(self, user: str, now: float = 0.0) -> np.ndarray:
         n = len(self.catalog)
