@@ -246,16 +246,19 @@ class FaissIVF(FaissIndex):
         self.faiss = faiss
         self.nlist = int(4 * np.sqrt(capacity))
         self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist,
-                                        faiss.METRIC_INNER_PRODUCT)
+        self.index = self._inverted_file(dim)
         self.trained_on = min(50 * self.nlist, len(train))
         t0 = time.process_time()
         self.index.train(train[: self.trained_on])
         self.train_s = time.process_time() - t0
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
 
+    def _inverted_file(self, dim: int):
+        return self.faiss.IndexIVFFlat(self.quantizer, dim, self.nlist,
+                                       self.faiss.METRIC_INNER_PRODUCT)
+
     def params(self) -> dict:
-        return {"index": "IndexIVFFlat", "nlist": self.nlist,
+        return {"index": type(self.index).__name__, "nlist": self.nlist,
                 "trained_on": self.trained_on,
                 "train_cpu_s": round(self.train_s, 2)}
 
@@ -275,6 +278,17 @@ class FaissIVF(FaissIndex):
 
     def set_knob(self, value) -> None:
         self.index.nprobe = value
+
+
+class FaissIVFfp16(FaissIVF):
+    """The inverted file with its rows stored in float16 (what the worker uses)."""
+
+    name = "faiss-ivf-fp16"
+
+    def _inverted_file(self, dim: int):
+        return self.faiss.IndexIVFScalarQuantizer(self.quantizer, dim, self.nlist,
+                                                  self.faiss.ScalarQuantizer.QT_fp16,
+                                                  self.faiss.METRIC_INNER_PRODUCT)
 
 
 class Usearch:
@@ -363,6 +377,8 @@ def make(name: str, dim: int, n: int, args, train: np.ndarray):
         return Exact(dim, n, use_torch=True)
     if name == "faiss-ivf":
         return FaissIVF(dim, n, train)
+    if name == "faiss-ivf-fp16":
+        return FaissIVFfp16(dim, n, train)
     cls = {"hnswlib": Hnswlib, "faiss-hnsw": FaissHNSW, "usearch": Usearch,
            "voyager": Voyager}[name]
     return cls(dim, n, args.M, args.ef_construction)
@@ -611,8 +627,8 @@ if __name__ == "__main__":
     ap.add_argument("--churn", type=int, default=1000, help="items replaced, and deleted")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--libs", nargs="+", default=["exact-numpy", "exact-torch", "hnswlib",
-                                                   "faiss-hnsw", "faiss-ivf", "usearch",
-                                                   "voyager"])
+                                                   "faiss-hnsw", "faiss-ivf", "faiss-ivf-fp16",
+                                                   "usearch", "voyager"])
     ap.add_argument("--numpy-up-to", type=int, default=10**9,
                     help="skip exact-numpy above this size when exact-torch runs")
     ap.add_argument("--seed", type=int, default=1)

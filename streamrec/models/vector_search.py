@@ -1,5 +1,5 @@
 """Top-k inner-product search over item vectors that keep changing, with a faiss inverted file
-(``IndexIVFFlat``), for catalogues too large to score whole
+(``IndexIVFScalarQuantizer``, rows in float16), for catalogues too large to score whole
 (:data:`~streamrec.models.candidates.EXACT_BELOW`). The choice and its measurements are
 docs/decisions/0015-ann-index.md."""
 
