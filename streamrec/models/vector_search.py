@@ -115,8 +115,8 @@ class VectorSearch:
             self._max_norm = 1.25 * float(np.linalg.norm(matrix[rows], axis=1).max())
         width = self.dim + (not self.unit)
         quantizer = faiss.IndexFlatIP(width)
-        # Rows stored in float16: half the memory of IndexIVFFlat and a search 28% faster at a
-        # million rows, recall@10 the same (0.999 at 16 probes; 8-bit codes: 0.979).
+        # Rows stored in float16: half the memory of IndexIVFFlat and a search a quarter
+        # cheaper at a million rows, the same recall (docs/decisions/0015-ann-index.md).
         index = faiss.IndexIVFScalarQuantizer(quantizer, width, nlist,
                                               faiss.ScalarQuantizer.QT_fp16,
                                               faiss.METRIC_INNER_PRODUCT)
