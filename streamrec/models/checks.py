@@ -188,14 +188,17 @@ def check_retrieval_agrees_with_whole_catalogue(make: Factory) -> None:
     assert np.allclose(np.where(np.isfinite(expected), expected, -1e9),
                        np.where(np.isfinite(got), got, -1e9), rtol=1e-4, atol=1e-5), model.name
     nothing = Banned(n, [np.empty(0, np.int64)] * len(users))
+    # An index may store its rows in float16: a near tie can then go either way, so the items
+    # proposed must be as good as the exact ones up to that precision, not the same ones.
     for k in (1, 5):
         for sc in (whole, large):
             r, t = sc.top(k, nothing)
-            best = [sorted(expected.reshape(len(users), n)[u][t[r == u]].round(4).tolist())
+            best = [sorted(expected.reshape(len(users), n)[u][t[r == u]].tolist())
                     for u in range(len(users))]
             if sc is whole:
                 want = best
-        assert best == want, f"{model.name} proposes other items at k={k}"
+        assert all(len(b) == len(w) and np.allclose(b, w, rtol=0, atol=2e-3)
+                   for b, w in zip(best, want)), f"{model.name} proposes other items at k={k}"
 
 
 def check_docstring_example(make: Factory) -> None:
