@@ -22,8 +22,18 @@ Beside each bucket's CTR it reports, from the world's click model (click chance
 - ``slot_ctr``: CTR of the list's places (0-3) and of the organic places below (4-7);
 - all of it by the user's clicks before the page load (0, 1-4, 5-19, 20+).
 
+With ``--source-lists``, at each of the blend buckets' pages every candidate source's own list
+(its top places among the user's unseen items) is scored the same way (``source_lists``:
+``expected_ctr`` by source, over the pages where the source had a list, ``pages_with_list``),
+beside the share of the listed places each source proposed (``proposed_share``): which
+sources would earn more than the list the ranker makes of them.
+``--dump PATH`` writes one JSON line per measured page with a list (bucket, user, clicks so
+far, each listed place's item, proposing sources, true affinity and click chance), to read
+what a bucket shows to whom.
+
     python benchmarks/closed_loop_gap.py --json
     python benchmarks/closed_loop_gap.py --label-window 5 --json
+    python benchmarks/closed_loop_gap.py --embeddings --source-lists --dump pages.jsonl
 """
 
 from __future__ import annotations
@@ -75,6 +85,9 @@ class Probe:
         self.slots = slots
         self.view_p = 1.0 / (1.0 + np.arange(slots)) ** 0.7
         self.sums: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(6))
+        #: (bucket, source) -> pages, of them with a list from the source, summed expected CTR
+        #: of those lists, listed places, of them proposed by the source.
+        self.source_sums: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(5))
         self.clicked: dict[str, list[int]] = defaultdict(list)
 
     def _expected(self, p: np.ndarray, idx: list[int]) -> float:
@@ -82,7 +95,11 @@ class Probe:
         return float((p[idx] * w).sum() / w.sum()) if idx else float("nan")
 
     def page(self, bucket: str, user: str, shown: list[str], seen: set[str],
-             popular: list[str]) -> None:
+             popular: list[str], source_lists: dict[str, list[str]] | None = None,
+             proposers: dict[str, tuple[str, ...]] | None = None) -> dict:
+        """Book one page load's listed places ``shown``; ``source_lists``: each source's own
+        list at the same moment, ``proposers``: the sources that proposed each listed item.
+        Returns the page's figures (for ``--dump``)."""
         u = int(user[1:])
         c = self.world.cfg
         aff = self.world.affinity(u)
@@ -107,6 +124,21 @@ class Probe:
             s = self.sums[key]
             s[:5] += np.nan_to_num(row[:5])
             s[5] += row[5]
+        for name, lst in (source_lists or {}).items():
+            s = self.source_sums[(bucket, name)]
+            own = [int(i[1:]) for i in lst if int(i[1:]) < len(aff)]
+            s[0] += 1
+            s[1] += bool(own)
+            s[2] += self._expected(p, own) if own else 0.0
+            s[3] += len(shown)
+            s[4] += sum(name in (proposers or {}).get(i, ()) for i in shown)
+        return {"bucket": bucket, "user": user, "clicks": len(hist),
+                "expected_ctr": round(float(row[1]), 4), "oracle_expected_ctr": round(
+                    float(row[2]), 4),
+                "places": [{"item": i, "sources": list((proposers or {}).get(i, ())),
+                            "affinity": round(float(aff[int(i[1:])]), 4),
+                            "p_click": round(float(p[int(i[1:])]), 4)}
+                           for i in shown if int(i[1:]) < len(aff)]}
 
     def report(self) -> dict:
         out: dict[str, dict] = {}
@@ -119,16 +151,35 @@ class Probe:
                 "popularity_overlap": round(s[5] / n, 4)}
         return out
 
+    def source_report(self) -> dict:
+        out: dict[str, dict] = {}
+        for (bucket, name), s in sorted(self.source_sums.items()):
+            out.setdefault(bucket, {})[name] = {
+                "pages_with_list": round(s[1] / s[0], 4) if s[0] else None,
+                "expected_ctr": round(s[2] / s[1], 4) if s[1] else None,
+                "proposed_share": round(s[4] / s[3], 4) if s[3] else None}
+        return out
 
-def blend_of(seed: int, label_window_s: float, view_negative_weight: float) -> Blend:
+
+def blend_of(args: argparse.Namespace) -> Blend:
+    """The benchmark's blend; the models' own defaults for what the options leave unset."""
     c = Catalog()
-    return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c), ISGD(c, seed=seed),
-                             Freshness(c), TagProfile(c), ContentSource(c)], seed=seed,
-                 label_window_s=label_window_s, view_negative_weight=view_negative_weight)
+    content_kw, blend_kw = {}, {}
+    if args.content_view_weight is not None:
+        content_kw["view_weight"] = args.content_view_weight
+    if args.half_life_clicks is not None:  # 0: no decay by clicks
+        content_kw["half_life_clicks"] = args.half_life_clicks or None
+    if args.view_negatives_on_click is not None:
+        blend_kw["view_negatives_on_click"] = args.view_negatives_on_click
+    return Blend(c, sources=[DecayedPopularity(c), Trending(c), CoVisitation(c),
+                             ISGD(c, seed=args.seed), Freshness(c), TagProfile(c),
+                             ContentSource(c, **content_kw)],
+                 seed=args.seed, label_window_s=args.label_window,
+                 view_negative_weight=args.view_negative_weight, **blend_kw)
 
 
 def run(args: argparse.Namespace) -> dict:
-    world = make_world(args.world, seed=args.seed, events_per_s=args.rate,
+    world = make_world(args.world, args.users, args.items, seed=args.seed, events_per_s=args.rate,
                        embeddings=args.embeddings)
     buckets = Buckets.parse(DEFAULT_BUCKETS)
     policy_of = {}
@@ -139,7 +190,8 @@ def run(args: argparse.Namespace) -> dict:
         return policy_of[user]
 
     app = ClosedLoopApp(world, bucket)
-    blend = blend_of(args.seed, args.label_window, args.view_negative_weight)
+    blend = blend_of(args)
+    dump = open(args.dump, "w") if args.dump else None  # noqa: SIM115 (closed below)
     probe = Probe(world, app.slots)
     slot = defaultdict(lambda: np.zeros(4))  # bucket -> list views, clicks, organic views, clicks
     view_pos: dict[tuple[str, str], int] = {}
@@ -150,6 +202,7 @@ def run(args: argparse.Namespace) -> dict:
         b = bucket(user)
         now = t_now[0]
         seen_now = app.seen.get(user, set())
+        proposers = None
         if b in BLEND_WITHOUT or b in ("popularity", "random"):
             if b == "popularity":
                 lst = popularity_lists(blend, [user], 10, now)[0]
@@ -157,11 +210,19 @@ def run(args: argparse.Namespace) -> dict:
                 lst = random_lists(blend, [user], 10, now)[0]
             else:
                 lst = blend.recommend_many([user], 10, now, without=BLEND_WITHOUT[b])[0]
+                proposers = {r.item_id: r.sources for r in lst}
             app.latest[user] = [r.item_id for r in lst]
         shown = app.feed(user)
         if measuring and b != "organic":  # its places are the world's: no list to probe
             popular = [r.item_id for r in popularity_lists(blend, [user], app.slots, now)[0]]
-            probe.page(b, user, shown, seen_now, popular)
+            own = None
+            if args.source_lists and proposers is not None:
+                own = {name: [r.item_id for r in src.recommend(user, app.slots, seen_now, now)]
+                       for name, src in blend.sources.items()
+                       if src.active and name not in BLEND_WITHOUT[b]}
+            figures = probe.page(b, user, shown, seen_now, popular, own, proposers)
+            if dump is not None:
+                dump.write(json.dumps({"ts": now, **figures}) + "\n")
         return shown
 
     encoder = None if args.embeddings else ItemEncoder()
@@ -210,11 +271,19 @@ def run(args: argparse.Namespace) -> dict:
         blend.learn_one(ev.user_id, ev.item_id, ev.ts, isinstance(ev, Click))
         if n >= args.warmup + args.events:
             break
+    if dump is not None:
+        dump.close()
     report = app.report(tuple(b.name for b in buckets.buckets))
     figures = probe.report()
-    out = {"world": args.world, "seed": args.seed, "warmup": args.warmup, "events": args.events,
+    source_figures = probe.source_report()
+    out = {"world": args.world, "seed": args.seed, "users": world.cfg.n_users,
+           "items": world.cfg.n_items, "warmup": args.warmup, "events": args.events,
            "label_window_s": args.label_window,
            "view_negative_weight": args.view_negative_weight,
+           # As the models ran (the code under test may predate some of these).
+           "view_negatives_on_click": getattr(blend, "view_negatives_on_click", False),
+           "content_view_weight": blend.sources["content"].view_weight,
+           "half_life_clicks": getattr(blend.sources["content"], "half_life_clicks", None),
            "embeddings": "supplied topic vectors" if args.embeddings else "encoders",
            "encode_s": round(encode_s, 1), "loop_s": round(time.perf_counter() - t0, 1),
            "buckets": {}}
@@ -227,6 +296,8 @@ def run(args: argparse.Namespace) -> dict:
             "organic_slot_ctr": round(s[3] / s[2], 4) if s[2] else None,
             "list_views": int(s[0]), "organic_views": int(s[2]),
             "by_history": figures.get(name, {})}
+        if name in source_figures:
+            out["buckets"][name]["source_lists"] = source_figures[name]
     return out
 
 
@@ -239,14 +310,30 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--label-window", type=float, default=1800.0,
                     help="the blend's label_window_s (event-time seconds)")
+    ap.add_argument("--users", type=int, default=None, help="the world's users (default: its own)")
+    ap.add_argument("--items", type=int, default=None, help="the world's items (default: its own)")
     ap.add_argument("--view-negative-weight", type=float, default=0.3)
+    ap.add_argument("--view-negatives-on-click", default=None,
+                    action=argparse.BooleanOptionalAction,
+                    help="a click ranks the user's views waiting for their label below it "
+                         "(default: the blend's)")
+    ap.add_argument("--content-view-weight", type=float, default=None,
+                    help="the content profile's weight of a view (default: the source's)")
+    ap.add_argument("--half-life-clicks", type=float, default=None,
+                    help="the content profile's half-life in clicks, 0 for none "
+                         "(default: the source's)")
+    ap.add_argument("--source-lists", action="store_true",
+                    help="score every candidate source's own list at the blend buckets' pages")
+    ap.add_argument("--dump", metavar="PATH",
+                    help="one JSON line per measured page with a list")
     ap.add_argument("--embeddings", action="store_true",
                     help="uploads carry their topic vectors (no encoders)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     out = run(args)
-    print(f"{args.world} world, seed {args.seed}: {args.warmup:,} warm-up + {args.events:,} "
-          f"measured events, label window {args.label_window:g} s; {os.cpu_count()} cores")
+    print(f"{args.world} world, seed {args.seed}, {out['users']:,} users, {out['items']:,} "
+          f"items: {args.warmup:,} warm-up + {args.events:,} measured events, label window "
+          f"{args.label_window:g} s; {os.cpu_count()} cores")
     print(f"{'bucket':18} {'CTR':>6} {'(95% CI)':>15} {'list':>6} {'organic':>7} "
           f"{'E[CTR]':>7} {'oracle':>7} {'profile':>7} {'pop∩':>5}")
     for name, b in out["buckets"].items():
@@ -256,6 +343,12 @@ def main() -> None:
               f"{b['list_slot_ctr'] or 0:6.3f} {b['organic_slot_ctr'] or 0:7.3f} "
               f"{a.get('expected_ctr', 0):7.3f} {a.get('oracle_expected_ctr', 0):7.3f} "
               f"{a.get('profile_expected_ctr') or 0:7.3f} {a.get('popularity_overlap', 0):5.2f}")
+    for name, b in out["buckets"].items():
+        if "source_lists" in b:
+            print(f"{name}: E[CTR] of each source's own list (share of the listed places it "
+                  "proposed): " + ", ".join(
+                      f"{src} {f['expected_ctr'] or 0:.3f} ({f['proposed_share']:.2f})"
+                      for src, f in b["source_lists"].items()))
     if args.json:
         print(json.dumps(out))
 

@@ -211,3 +211,60 @@ def test_shortcuts_to_the_shared_sources_order_match_a_full_stable_sort():
         assert (order[: scored.sum()] == expected[scored]).all()
     fresh.add_item("late", 2000.0)  # a new item: the cached order is rebuilt
     assert cat.ids[fresh.ranked_all(1500.0)[1][0]] == "late"
+
+
+def test_content_profile_halves_per_half_life_in_clicks_and_ignores_views_by_default():
+    def weight(cs):
+        return cs.profiles["ann"][1]
+
+    cs = ContentSource(dim=2, half_life_s=1e12, half_life_clicks=2.0)
+    cs.set_embedding("a", np.array([1.0, 0.0]))
+    cs.set_embedding("b", np.array([0.0, 1.0]))
+    cs.learn_one("ann", "a", ts=0.0)
+    cs.learn_one("ann", "b", ts=1.0, clicked=False)  # a view: no weight, no decay
+    assert weight(cs) == pytest.approx(1.0)
+    cs.learn_one("ann", "b", ts=2.0)
+    cs.learn_one("ann", "b", ts=3.0)
+    assert weight(cs) == pytest.approx(0.5 + 2 ** -0.5 + 1.0)  # a: two clicks ago, halved
+    # A click whose embedding lands late counts as of its own click, however late it lands.
+    late = ContentSource(dim=2, half_life_s=1e12, half_life_clicks=2.0)
+    late.set_embedding("b", np.array([0.0, 1.0]))
+    late.learn_one("ann", "a", ts=0.0)  # "a" not encoded yet
+    late.learn_one("ann", "b", ts=2.0)
+    late.learn_one("ann", "b", ts=3.0)
+    late.set_embedding("a", np.array([1.0, 0.0]), ts=4.0)
+    assert weight(late) == pytest.approx(weight(cs))
+    assert np.allclose(late.profiles["ann"][0], cs.profiles["ann"][0])
+    # half_life_clicks=None: time alone decays, as views weigh view_weight.
+    plain = ContentSource(dim=2, half_life_s=1e12, half_life_clicks=None, view_weight=0.3)
+    plain.set_embedding("a", np.array([1.0, 0.0]))
+    for ts in range(3):
+        plain.learn_one("ann", "a", ts=float(ts))
+    plain.learn_one("ann", "a", ts=3.0, clicked=False)
+    assert weight(plain) == pytest.approx(3.3)
+
+
+def test_a_click_ranks_the_views_waiting_for_their_label_below_it_at_once():
+    def blend_learning(on_click: bool):
+        catalog = Catalog()
+        blend = Blend(catalog, sources=[Freshness(catalog)], per_source=5, new_item_slots=0,
+                      view_negatives_on_click=on_click)
+        for n in range(5):
+            blend.add_item(f"i{n}", float(n))
+        blend.recommend("ann", k=5, now=5.0)
+        pairs = []
+        blend.ranker.learn_pair = lambda better, worse, weight=1.0: pairs.append(weight)
+        blend.learn_one("ann", "i4", 6.0, clicked=False)
+        blend.learn_one("ann", "i3", 7.0, clicked=False)
+        blend.learn_one("ann", "i2", 8.0, clicked=False)
+        blend.learn_one("ann", "i2", 9.0)  # the clicked item's own view is no negative
+        return blend, pairs
+
+    blend, pairs = blend_learning(True)
+    # 4 random other candidates, then the two views passed over, at the views' weight.
+    assert pairs == [1.0] * 4 + [blend.view_negative_weight] * 2
+    assert not blend._pending and not blend._pending_of
+    blend.learn_one("ann", "i0", 1e6, clicked=False)  # the window expires: nothing twice
+    assert len(pairs) == 6
+    blend, pairs = blend_learning(False)
+    assert pairs == [1.0] * 4 and len(blend._pending) == 2

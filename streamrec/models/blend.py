@@ -93,7 +93,11 @@ class Blend(RecordsChanges):
     clicks on items that were not among the candidates are skipped, since the ranker cannot
     reorder what it never sees; a view not followed by a click on the same item within
     ``label_window_s`` is a negative, ranked below the user's latest click (with weight
-    ``view_negative_weight``). Items the user has viewed or clicked are never recommended again
+    ``view_negative_weight``). With ``view_negatives_on_click`` (the default) a click does not
+    wait for the window: the user's views still waiting for their label, of items other than
+    the one clicked, are ranked below it at once (with the same weight), so the ranker learns
+    what a user passed over on the page they clicked from, while the taste that chose it still
+    holds. Items the user has viewed or clicked are never recommended again
     (the latest ``max_seen`` of them at least: older ones are forgotten in bulk, so a user's
     state stays bounded).
 
@@ -126,6 +130,7 @@ class Blend(RecordsChanges):
                  sources: Sequence[CandidateSource] | None = None,
                  per_source: int = 25, label_window_s: float = 1800.0,
                  negatives_per_click: int = 4, view_negative_weight: float = 0.3,
+                 view_negatives_on_click: bool = True,
                  max_offers: int = 20_000, cold_per_source: int = 5, new_item_slots: int = 6,
                  new_pool: int = 40, max_seen: int = MAX_SEEN, cold_pool: int = 10_000,
                  seed: int = 0) -> None:
@@ -152,6 +157,7 @@ class Blend(RecordsChanges):
         self.label_window_s = label_window_s
         self.negatives_per_click = negatives_per_click
         self.view_negative_weight = view_negative_weight
+        self.view_negatives_on_click = view_negatives_on_click
         self.ranker = OnlineRanker(FEATURES)
         self.seen: dict[str, set[int]] = {}
         #: Items each user clicked (a subset of ``seen``).
@@ -160,6 +166,8 @@ class Blend(RecordsChanges):
         self.activity: dict[str, int] = {}
         self._pending: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
         self._pending_order: deque[tuple[float, str, int]] = deque()
+        #: user -> the items of their views in ``_pending``, oldest first.
+        self._pending_of: dict[str, dict[int, None]] = {}
         self._last_positive: dict[str, np.ndarray] = {}
         self._offered: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.max_offers = max_offers
@@ -288,10 +296,26 @@ class Blend(RecordsChanges):
         order = self._pending_order
         while order and order[0][0] < now - self.label_window_s:
             _, user, j = order.popleft()
-            pending = self._pending.pop((user, j), None)
+            pending = self._take_pending(user, j)
             positive = self._last_positive.get(user)
             if pending is not None and positive is not None:
                 self.ranker.learn_pair(positive, pending[1], self.view_negative_weight)
+
+    def _take_pending(self, user: str, j: int) -> tuple[float, np.ndarray] | None:
+        """Remove and return ``user``'s view of item ``j`` waiting for its label, if any."""
+        pending = self._pending.pop((user, j), None)
+        if pending is not None:
+            mine = self._pending_of[user]
+            del mine[j]
+            if not mine:
+                del self._pending_of[user]
+        return pending
+
+    def _label_views(self, user: str, x_pos: np.ndarray) -> None:
+        """Rank ``user``'s views still waiting for their label below the click ``x_pos``."""
+        for j in list(self._pending_of.get(user, ())):
+            pending = self._take_pending(user, j)
+            self.ranker.learn_pair(x_pos, pending[1], self.view_negative_weight)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         """Learn from one view (``clicked=False``) or click, in time order; those of a retired
@@ -306,15 +330,18 @@ class Blend(RecordsChanges):
             hit = np.flatnonzero(offered[0] == j)
             row = int(hit[0]) if hit.size else None
         if clicked:
-            pending = self._pending.pop((user, j), None)
+            pending = self._take_pending(user, j)
             x_pos = pending[1] if pending is not None else (
                 offered[1][row] if row is not None else None)
             if x_pos is not None and offered is not None:
                 self._learn_click(x_pos, offered[1], row)
                 self._last_positive[user] = x_pos
+                if self.view_negatives_on_click:
+                    self._label_views(user, x_pos)
         elif row is not None and (user, j) not in self._pending:
             self._pending[(user, j)] = (ts, offered[1][row])
             self._pending_order.append((ts, user, j))
+            self._pending_of.setdefault(user, {})[j] = None
         for s in self.sources.values():
             s.learn_one(user, item, ts, clicked)
         self.record_interaction(user, j, clicked)

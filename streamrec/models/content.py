@@ -27,8 +27,14 @@ from streamrec.models.vector_search import VectorScores
 class ContentSource(CandidateSource):
     """Cosine between a user's profile and item embeddings.
 
-    The profile is the sum of the embeddings of the items the user clicked (views count
-    ``view_weight``), each decaying with ``half_life_s``, so it follows a drifting taste.
+    The profile is the sum of the embeddings of the items the user clicked, each decaying with
+    ``half_life_s`` of event time and, unless ``half_life_clicks`` is None, halving every
+    ``half_life_clicks`` clicks the user has made since: a taste that drifts from one visit to
+    the next is followed at the pace of the user's clicks, however fast or slow they come.
+    Views count ``view_weight`` (0 by default: a view that was not clicked says little about
+    taste, and the items a user is shown are largely what the profile already proposed). The
+    click count is relative, so a profile loaded without it (another worker's) just starts
+    counting again.
     Cosines are taken after centring profile and items on the catalogue's mean embedding (see
     :class:`~streamrec.models.index.EmbeddingIndex`). Items without an embedding are never
     proposed. A click on an item whose embedding has not
@@ -48,6 +54,22 @@ class ContentSource(CandidateSource):
     >>> cs.learn_one("ann", "jazz-night", ts=2)
     >>> [r.item_id for r in cs.recommend("ann", k=1, exclude=["jazz-night"], now=2)]
     ['jazz-brunch']
+
+    Two jazz clicks, then a rock one: by default the profile still leans to jazz; with a
+    half-life of one click the latest click outweighs the two before it, and the profile
+    follows the drift.
+
+    >>> items = {"jazz-night": [1.0, 0.0], "jazz-club": [0.9, 0.1], "rock-show": [0.0, 1.0],
+    ...          "jazz-brunch": [0.95, 0.31], "rock-opera": [0.31, 0.95]}
+    >>> for half_life in (20, 1):
+    ...     cs = ContentSource(dim=2, half_life_clicks=half_life)
+    ...     for item, v in items.items():
+    ...         cs.set_embedding(item, np.array(v), ts=0)
+    ...     for ts, item in enumerate(["jazz-night", "jazz-club", "rock-show"]):
+    ...         cs.learn_one("ann", item, ts=ts)
+    ...     print([r.item_id for r in cs.recommend("ann", k=1, now=3, exclude=list(items)[:3])])
+    ['jazz-brunch']
+    ['rock-opera']
     """
 
     name = "content"
@@ -55,13 +77,16 @@ class ContentSource(CandidateSource):
     proposes_cold = True
 
     def __init__(self, catalog: Catalog | None = None, dim: int = 128,
-                 half_life_s: float = 14 * 86400.0, view_weight: float = 0.3,
-                 max_pending: int = 50_000) -> None:
+                 half_life_s: float = 14 * 86400.0, view_weight: float = 0.0,
+                 half_life_clicks: float | None = 20.0, max_pending: int = 50_000) -> None:
         self.catalog = catalog if catalog is not None else Catalog()
         self.index = EmbeddingIndex(dim)
         self.dim = dim
         self.half_life_s = half_life_s
         self.view_weight = view_weight
+        self.half_life_clicks = half_life_clicks
+        #: user -> (clicks learned, the click count the profile was last decayed to).
+        self.clicks: dict[str, tuple[int, int]] = {}
         #: user -> (profile sum, its total weight, time both were last decayed to); the weight
         #: centres the profile on the catalogue's mean, as the index centres the items.
         self.profiles: dict[str, tuple[np.ndarray, float, float]] = {}
@@ -71,17 +96,18 @@ class ContentSource(CandidateSource):
         #: The block weights items and profiles are compared with.
         self.fusion: FusionWeights = FIXED
         self._reweighting: Reweighting | None = None
-        self._pending: OrderedDict[int, list[tuple[str, float, float]]] = OrderedDict()
+        #: item -> interactions waiting for its embedding: (user, weight, time, click count).
+        self._pending: OrderedDict[int, list[tuple[str, float, float, int]]] = OrderedDict()
         self.max_pending = max_pending
         self._n_pending = 0
 
     def set_embedding(self, item: str, vector: np.ndarray, ts: float = 0.0) -> None:
         j = self.catalog.add(item, ts)
         self.index.add(j, np.asarray(vector, np.float32))
-        for user, w, when in self._take_pending(j):
-            self._add(user, j, w, when)
+        for user, w, when, n in self._take_pending(j):
+            self._add(user, j, w, when, n)
 
-    def _take_pending(self, j: int) -> list[tuple[str, float, float]]:
+    def _take_pending(self, j: int) -> list[tuple[str, float, float, int]]:
         waiting = self._pending.pop(j, [])
         self._n_pending -= len(waiting)
         return waiting
@@ -91,8 +117,8 @@ class ContentSource(CandidateSource):
         rows = np.array([self.catalog.add(item, ts) for item in items], np.int64)
         self.index.add_many(rows, vectors)
         for j in rows.tolist():
-            for user, w, when in self._take_pending(j):
-                self._add(user, j, w, when)
+            for user, w, when, n in self._take_pending(j):
+                self._add(user, j, w, when, n)
 
     def has_embedding(self, item: str) -> bool:
         j = self.catalog.index.get(item)
@@ -101,6 +127,7 @@ class ContentSource(CandidateSource):
     def forget_user(self, user: str) -> None:
         self.profiles.pop(user, None)
         self.imageless.pop(user, None)
+        self.clicks.pop(user, None)
 
     def forget_item(self, item: str) -> None:
         """Clear ``item``'s row of the index (and interactions waiting for its embedding);
@@ -114,10 +141,16 @@ class ContentSource(CandidateSource):
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         j = self.catalog.add(item, ts)
         w = 1.0 if clicked else self.view_weight
-        if j in self.index:
-            self._add(user, j, w, ts)
+        if w == 0.0:
             return
-        self._pending.setdefault(j, []).append((user, w, ts))
+        n, mark = self.clicks.get(user, (0, 0))
+        if clicked:
+            n += 1
+            self.clicks[user] = (n, mark)
+        if j in self.index:
+            self._add(user, j, w, ts, n)
+            return
+        self._pending.setdefault(j, []).append((user, w, ts, n))
         self._n_pending += 1
         # Items that never get an embedding (never uploaded, content switched off) must not
         # hold their interactions forever.
@@ -156,25 +189,28 @@ class ContentSource(CandidateSource):
         self.fusion = weights
         self.index.set_weighing(self._reweighting.items if self._reweighting else None)
 
-    def _add(self, user: str, j: int, w: float, ts: float) -> None:
+    def _add(self, user: str, j: int, w: float, ts: float, n: int = 0) -> None:
+        """Add item ``j`` with weight ``w`` to ``user``'s profile, learned at time ``ts`` as of
+        the user's ``n``-th click (a late embedding's interaction is older than the profile)."""
         x = self.index.matrix[j]
         text = imageless_text(x) if self.dim == DIM else None
+        clicks, mark = self.clicks.get(user, (n, n))
         prev = self.profiles.get(user)
         if prev is None:
             self.profiles[user] = (w * x, w, ts)
+            self.clicks[user] = (clicks, n)
             if text is not None:
                 self.imageless[user] = w * text
             return
         p, weight, t0 = prev
-        # Decay whichever of the two is older to the newer time.
-        if ts >= t0:
-            d = 2.0 ** (-(ts - t0) / self.half_life_s)
-            self.profiles[user] = (d * p + w * x, d * weight + w, ts)
-            old, new = d, w
-        else:
-            d = 2.0 ** (-(t0 - ts) / self.half_life_s)
-            self.profiles[user] = (p + d * w * x, weight + d * w, t0)
-            old, new = 1.0, d * w
+        # Decay whichever of the two is older to the newer time, and to the higher click count.
+        old = 2.0 ** (-max(ts - t0, 0.0) / self.half_life_s)
+        new = w * 2.0 ** (-max(t0 - ts, 0.0) / self.half_life_s)
+        if self.half_life_clicks is not None:
+            old *= 2.0 ** (-max(n - mark, 0) / self.half_life_clicks)
+            new *= 2.0 ** (-max(mark - n, 0) / self.half_life_clicks)
+        self.profiles[user] = (old * p + new * x, old * weight + new, max(ts, t0))
+        self.clicks[user] = (clicks, max(mark, n))
         side = self.imageless.get(user)
         if side is not None or text is not None:
             side = old * side if side is not None else 0.0
