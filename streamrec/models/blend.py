@@ -313,9 +313,9 @@ class Blend(RecordsChanges):
 
     def _label_views(self, user: str, x_pos: np.ndarray) -> None:
         """Rank ``user``'s views still waiting for their label below the click ``x_pos``."""
-        for j in list(self._pending_of.get(user, ())):
-            pending = self._take_pending(user, j)
-            self.ranker.learn_pair(x_pos, pending[1], self.view_negative_weight)
+        for j in self._pending_of.pop(user, ()):
+            _, x_view = self._pending.pop((user, j))
+            self.ranker.learn_pair(x_pos, x_view, self.view_negative_weight)
 
     def learn_one(self, user: str, item: str, ts: float, clicked: bool = True) -> None:
         """Learn from one view (``clicked=False``) or click, in time order; those of a retired

@@ -189,7 +189,7 @@ class ContentSource(CandidateSource):
         self.fusion = weights
         self.index.set_weighing(self._reweighting.items if self._reweighting else None)
 
-    def _add(self, user: str, j: int, w: float, ts: float, n: int = 0) -> None:
+    def _add(self, user: str, j: int, w: float, ts: float, n: int) -> None:
         """Add item ``j`` with weight ``w`` to ``user``'s profile, learned at time ``ts`` as of
         the user's ``n``-th click (a late embedding's interaction is older than the profile)."""
         x = self.index.matrix[j]

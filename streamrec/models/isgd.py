@@ -130,7 +130,7 @@ class ISGD(RecordsChanges, CandidateSource):
         p_new = p * keep + step * q
         q *= keep  # in place: q is a view of the row
         q += step * p
-        if j < len(self._pool_at) and self._pool_at[j] >= 0:
+        if j < len(self._pool_at) and self._pool_at[j] >= 0:  # _pool_row_moved, inline: per event
             self._pool_columns[:, self._pool_at[j]] = q
         self._learned = grow_rows(self._learned, j + 1)
         self._learned[j] += 1
