@@ -17,6 +17,9 @@ Beside each bucket's CTR it reports, from the world's click model (click chance
   the user clicked so far (plus the item's true quality): what a perfect reader of the user's
   history and of the items' topics would list; the ceiling of learning from the clicks a
   user has made;
+- ``encoded_profile_expected_ctr``: the same reader with the items' vectors as the system
+  has them (encoded text and image, or the supplied ones) in place of their true topics:
+  the ceiling of a profile over that representation;
 - ``popularity_overlap``: the share of the listed places that popularity's list for the same
   user at the same moment also has in its first places;
 - ``slot_ctr``: CTR of the list's places (0-3) and of the organic places below (4-7);
@@ -84,11 +87,33 @@ class Probe:
         self.world = world
         self.slots = slots
         self.view_p = 1.0 / (1.0 + np.arange(slots)) ** 0.7
-        self.sums: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(6))
+        self.sums: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(8))
+        #: item index -> the vector the system holds for it (zeros until it is known)
+        self.vectors = np.zeros((0, 0), np.float32)
         #: (bucket, source) -> pages, of them with a list from the source, summed expected CTR
         #: of those lists, listed places, of them proposed by the source.
         self.source_sums: dict[tuple[str, str], np.ndarray] = defaultdict(lambda: np.zeros(5))
         self.clicked: dict[str, list[int]] = defaultdict(list)
+
+    def add_vector(self, j: int, v: np.ndarray) -> None:
+        if j >= len(self.vectors) or self.vectors.shape[1] != len(v):
+            grown = np.zeros((max(2 * len(self.vectors), j + 1), len(v)), np.float32)
+            if self.vectors.shape[1] == len(v):
+                grown[: len(self.vectors)] = self.vectors
+            self.vectors = grown
+        self.vectors[j] = v
+
+    def _profile_top(self, vectors: np.ndarray, hist: list[int], unseen: np.ndarray) -> list[int]:
+        """The top places by the cosine of ``vectors`` with the mean of the clicked items',
+        plus the item's true quality."""
+        n = len(unseen)
+        t = vectors[:n]
+        if len(t) < n:
+            t = np.vstack([t, np.zeros((n - len(t), t.shape[1]), t.dtype)])
+        prof = t[hist].mean(axis=0)
+        cos = t @ prof / (np.linalg.norm(t, axis=1) * np.linalg.norm(prof) + 1e-12)
+        est = cos + self.world.cfg.quality_weight * self.world.item_quality[:n]
+        return np.argsort(-np.where(unseen, est, -np.inf))[: self.slots].tolist()
 
     def _expected(self, p: np.ndarray, idx: list[int]) -> float:
         w = self.view_p[: len(idx)]
@@ -108,22 +133,16 @@ class Probe:
         unseen[[int(i[1:]) for i in seen if int(i[1:]) < len(aff)]] = False
         oracle = np.argsort(-np.where(unseen, aff, -np.inf))[: self.slots].tolist()
         hist = self.clicked[user]
-        if hist:
-            t = self.world.item_topics
-            prof = t[hist].mean(axis=0)
-            cos = t @ prof / (np.linalg.norm(t, axis=1) * np.linalg.norm(prof) + 1e-12)
-            est = cos + c.quality_weight * self.world.item_quality
-            profile = np.argsort(-np.where(unseen, est, -np.inf))[: self.slots].tolist()
-        else:
-            profile = []
+        profile = self._profile_top(self.world.item_topics, hist, unseen) if hist else []
+        encoded = (self._profile_top(self.vectors, hist, unseen)
+                   if hist and self.vectors.size else [])
         idx = [int(i[1:]) for i in shown if int(i[1:]) < len(aff)]
         row = np.array([1.0, self._expected(p, idx), self._expected(p, oracle),
                         self._expected(p, profile) if profile else 0.0, float(bool(profile)),
-                        len(set(shown) & set(popular)) / len(shown) if shown else 0.0])
+                        len(set(shown) & set(popular)) / len(shown) if shown else 0.0,
+                        self._expected(p, encoded) if encoded else 0.0, float(bool(encoded))])
         for key in ((bucket, "all"), (bucket, _bin(len(hist)))):
-            s = self.sums[key]
-            s[:5] += np.nan_to_num(row[:5])
-            s[5] += row[5]
+            self.sums[key] += np.nan_to_num(row)
         for name, lst in (source_lists or {}).items():
             s = self.source_sums[(bucket, name)]
             own = [int(i[1:]) for i in lst if int(i[1:]) < len(aff)]
@@ -148,6 +167,7 @@ class Probe:
                 "pages": int(n), "expected_ctr": round(s[1] / n, 4),
                 "oracle_expected_ctr": round(s[2] / n, 4),
                 "profile_expected_ctr": round(s[3] / s[4], 4) if s[4] else None,
+                "encoded_profile_expected_ctr": round(s[6] / s[7], 4) if s[7] else None,
                 "popularity_overlap": round(s[5] / n, 4)}
         return out
 
@@ -242,6 +262,8 @@ def run(args: argparse.Namespace) -> dict:
     catalogue = list(itertools.islice(stream, world.cfg.n_items))
     t0 = time.perf_counter()
     encoded.update(encode(catalogue))
+    for item, vec in encoded.items():
+        probe.add_vector(int(item[1:]), vec)
     for ev in catalogue:
         blend.add_item(ev.item_id, ev.ts, encoded.get(ev.item_id), ev.tags)
         app.on_event(ev)
@@ -257,6 +279,8 @@ def run(args: argparse.Namespace) -> dict:
         app.on_event(ev)
         if isinstance(ev, Upload):
             vec = encode([ev]).get(ev.item_id)
+            if vec is not None:
+                probe.add_vector(int(ev.item_id[1:]), vec)
             blend.add_item(ev.item_id, ev.ts, vec, ev.tags)
             continue
         if isinstance(ev, View):
@@ -335,14 +359,16 @@ def main() -> None:
           f"items: {args.warmup:,} warm-up + {args.events:,} measured events, label window "
           f"{args.label_window:g} s; {os.cpu_count()} cores")
     print(f"{'bucket':18} {'CTR':>6} {'(95% CI)':>15} {'list':>6} {'organic':>7} "
-          f"{'E[CTR]':>7} {'oracle':>7} {'profile':>7} {'pop∩':>5}")
+          f"{'E[CTR]':>7} {'oracle':>7} {'profile':>7} {'encoded':>7} {'pop∩':>5}")
     for name, b in out["buckets"].items():
         a = b["by_history"].get("all", {})
         ci = b["ctr_ci95"] or [float("nan")] * 2
         print(f"{name:18} {b['ctr'] or 0:6.3f} ({ci[0]:.3f}-{ci[1]:.3f}) "
               f"{b['list_slot_ctr'] or 0:6.3f} {b['organic_slot_ctr'] or 0:7.3f} "
               f"{a.get('expected_ctr', 0):7.3f} {a.get('oracle_expected_ctr', 0):7.3f} "
-              f"{a.get('profile_expected_ctr') or 0:7.3f} {a.get('popularity_overlap', 0):5.2f}")
+              f"{a.get('profile_expected_ctr') or 0:7.3f} "
+              f"{a.get('encoded_profile_expected_ctr') or 0:7.3f} "
+              f"{a.get('popularity_overlap', 0):5.2f}")
     for name, b in out["buckets"].items():
         if "source_lists" in b:
             print(f"{name}: E[CTR] of each source's own list (share of the listed places it "
