@@ -4,12 +4,22 @@ consumes its events)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
 from streamrec.config import Settings
+from streamrec.embedded import EmbeddedRuntime
 from streamrec.engine.buckets import Buckets
 from streamrec.experiment import DEFAULT_BUCKETS, ExperimentConfig, run_experiment
+from streamrec.processes import start_worker, wait_for_worker
+from streamrec.records.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 
@@ -45,3 +55,35 @@ def test_the_oracle_beats_random_beyond_the_intervals(closed_loop):
     assert r["oracle"]["ctr_ci95"][0] > r["random"]["ctr_ci95"][1]
     assert r["oracle"]["clicks_per_session_ci95"][0] > r["random"]["clicks_per_session_ci95"][1]
     assert r["random"]["coverage"] > r["popularity"]["coverage"]
+
+
+def test_a_run_against_a_deployment_reads_the_lists_of_its_running_worker(tmp_path: Path):
+    # A deployment: broker, Redis and a worker already running with the operators' buckets;
+    # the command finds them through STREAMREC_KAFKA / STREAMREC_REDIS / STREAMREC_BUCKETS.
+    spec = "blend:1,random:1,organic:1"
+    with EmbeddedRuntime(run_dir=tmp_path) as rt:
+        env = {**rt.env(), "STREAMREC_BUCKETS": spec}
+        asyncio.run(ensure_topics(rt.settings(), 4))
+        worker = start_worker(rt, extra_env=env)
+        try:
+            asyncio.run(wait_for_worker(rt.settings(), worker))
+            run = subprocess.run(
+                [sys.executable, "-m", "streamrec.cli", "experiment", "--seed", "3",
+                 "--users", "150", "--items", "100", "--warmup", "1000", "--events", "3000",
+                 "--rate", "300", "--json"],
+                env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+        finally:
+            worker.stop()
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["misfiled_lists"] == 0
+    assert result["training"] is None  # a deployment trains on its own schedule
+    assert set(result["buckets"]) == {"blend", "random", "organic"}
+    lists = result["lists"]
+    for name in ("blend", "random"):
+        assert lists[name]["count"] > 0 and lists[name]["policies"] == {
+            name: lists[name]["count"]}
+    assert set(lists["random"]["sources"]) == {"random"}
+    assert "content" in lists["blend"]["sources"]
+    for name, r in result["buckets"].items():
+        assert r["impressions"] > 50 and r["clicks"] > 0, name
