@@ -4,6 +4,8 @@ of popularity and freshness against sorting the catalogue again."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,84 @@ def test_inverted_file_follows_changed_new_and_removed_vectors():
     after = search.search(matrix, valid, m, queries, 10)
     assert not np.isin(after, gone).any()
     assert recall_at_10(after, matrix, valid, queries) >= 0.9
+
+
+def exact_top(matrix: np.ndarray, valid: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    S = queries @ matrix.T
+    S[:, ~valid] = -np.inf
+    return np.argsort(-S, axis=1, kind="stable")[:, :k]
+
+
+def test_lists_built_in_the_background_take_over_with_what_changed_meanwhile():
+    n, dim = 20_000, 32
+    matrix = clustered(4 * n + 2_000, dim)
+    valid = np.zeros(len(matrix), bool)
+    valid[:n] = True
+    search = VectorSearch(dim, nprobe=32, background_from=0)
+    queries = matrix[np.random.default_rng(1).choice(n, 200)] + 0.1
+    # The first lists: searches score every row until they are ready.
+    first = search.search(matrix, valid, n, queries, 10)
+    assert search.rebuilding and not search.built
+    assert (first == exact_top(matrix[:n], valid[:n], queries, 10)).all()
+    # Rows moved, added and removed while the lists were being built reach them.
+    moved = np.arange(0, 1000)
+    matrix[moved] = clustered(1000, dim, seed=2)
+    search.changed(moved.tolist())
+    gone = np.arange(1000, 1500)
+    valid[gone] = False
+    search.removed(gone.tolist())
+    valid[n:n + 2_000] = True
+    search.wait()
+    after = search.search(matrix, valid, n + 2_000, queries, 10)
+    assert search.built and not search.rebuilding and search.build_s > 0
+    assert not np.isin(after, gone).any()
+    assert recall_at_10(after, matrix[:n + 2_000], valid[:n + 2_000], queries) >= 0.9
+    moved_queries = matrix[moved[:200]] + 0.05
+    assert recall_at_10(search.search(matrix, valid, n + 2_000, moved_queries, 10),
+                        matrix[:n + 2_000], valid[:n + 2_000], moved_queries) >= 0.9
+    # Grown fourfold: new lists are trained in the background, the old ones serve meanwhile
+    # (with the new rows in them) and a row retired meanwhile stays gone.
+    valid[:] = True
+    valid[gone] = False
+    old = search._built
+    during = search.search(matrix, valid, len(matrix), queries, 10)
+    assert search.rebuilding and search._built is old
+    assert recall_at_10(during, matrix, valid, queries) >= 0.85
+    search.removed([7])
+    valid[7] = False
+    search.wait()
+    final = search.search(matrix, valid, len(matrix), queries, 10)
+    assert search._built is not old and search._built.trained_for == len(matrix) - len(gone)
+    assert not np.isin(final, [*gone, 7]).any()
+    assert recall_at_10(final, matrix, valid, queries) >= 0.9
+
+
+def test_a_failed_background_build_raises_in_the_search_that_takes_it_and_is_tried_again():
+    matrix = clustered(3_000, 8)
+    valid = np.ones(len(matrix), bool)
+
+    class ReadableInTheSearchOnly:
+        """Rows as the searching thread reads them; the build's thread cannot."""
+
+        fail = True
+
+        def __getitem__(self, rows):
+            if self.fail and threading.current_thread() is not threading.main_thread():
+                raise MemoryError("no room for the training sample")
+            return matrix[rows]
+
+    rows = ReadableInTheSearchOnly()
+    search = VectorSearch(8, background_from=0)
+    exact = search.search(rows, valid, len(matrix), matrix[:2], 1)  # served while it builds
+    assert exact.tolist() == [[0], [1]]
+    search.wait()
+    with pytest.raises(MemoryError, match="training sample"):
+        search.search(rows, valid, len(matrix), matrix[:2], 1)
+    rows.fail = False
+    search.search(rows, valid, len(matrix), matrix[:2], 1)
+    search.wait()
+    assert search.search(rows, valid, len(matrix), matrix[:2], 1).tolist() == [[0], [1]]
+    assert search.built
 
 
 def test_changed_rows_are_synced_a_bounded_number_per_search():
