@@ -45,9 +45,10 @@ class VectorSearch:
     ``retrain_growth``-fold (``4 * sqrt(n)`` lists, at most ``train_per_list`` rows each).
 
     A rebuild of ``background_from`` rows or more runs in a thread while searches go on in the
-    index it replaces (faiss releases the GIL): at a million items it is about 40 s of CPU
-    that the batch which crossed the growth would otherwise wait for. Rows changed, added or
-    removed meanwhile reach the new index when it takes over, at a later search.
+    index it replaces, or the first time by scoring every row (faiss releases the GIL): at a
+    million items it is about half a minute of CPU that the batch which crossed the growth
+    would otherwise wait for. Rows changed, added or removed meanwhile reach the new index
+    when it takes over, at a later search.
 
     >>> rng = np.random.default_rng(0)
     >>> items = rng.normal(size=(3000, 8)).astype(np.float32)
@@ -299,7 +300,7 @@ class VectorSearch:
     def _exact(matrix: np.ndarray, valid: np.ndarray, n: int, queries: np.ndarray,
                k: int) -> np.ndarray:
         """:meth:`search` by scoring every row, a block at a time (while the first lists are
-        built in the background: a second or so per batch of 100 at a million rows)."""
+        built in the background: a second or two per batch of 100 at a million rows)."""
         q = np.asarray(queries, np.float32)
         best = np.full((len(q), k), -np.inf, np.float32)
         found = np.full((len(q), k), -1, np.int64)
