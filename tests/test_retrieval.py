@@ -48,12 +48,28 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def recall_at_10(found: np.ndarray, matrix: np.ndarray, valid: np.ndarray,
-                 queries: np.ndarray) -> float:
+def exact_top(matrix: np.ndarray, valid: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     S = queries @ matrix.T
     S[:, ~valid] = -np.inf
-    exact = np.argsort(-S, axis=1)[:, :10]
+    return np.argsort(-S, axis=1, kind="stable")[:, :k]
+
+
+def recall_at_10(found: np.ndarray, matrix: np.ndarray, valid: np.ndarray,
+                 queries: np.ndarray) -> float:
+    exact = exact_top(matrix, valid, queries, 10)
     return float(np.mean([len(set(f[:10]) & set(e)) / 10 for f, e in zip(found, exact)]))
+
+
+def move_and_retire(search: VectorSearch, matrix: np.ndarray,
+                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows 0-999 moved and 1000-1499 retired, reported as a worker's sources report them."""
+    moved = np.arange(0, 1000)
+    matrix[moved] = clustered(1000, matrix.shape[1], seed=2)
+    search.changed(moved.tolist())
+    gone = np.arange(1000, 1500)
+    valid[gone] = False
+    search.removed(gone.tolist())
+    return moved, gone
 
 
 def test_inverted_file_follows_changed_new_and_removed_vectors():
@@ -65,24 +81,13 @@ def test_inverted_file_follows_changed_new_and_removed_vectors():
     queries = matrix[np.random.default_rng(1).choice(n, 200)] + 0.1
     first = search.search(matrix, valid, n, queries, 10)
     assert search.built and recall_at_10(first, matrix[:n], valid[:n], queries) >= 0.9
-    # New items, moved vectors and removed ones, as a worker's sources report them.
+    # New items, moved vectors and removed ones.
     valid[n:] = True
-    moved = np.arange(0, 1000)
-    matrix[moved] = clustered(1000, dim, seed=2)
-    search.changed(moved.tolist())
-    gone = np.arange(1000, 1500)
-    valid[gone] = False
-    search.removed(gone.tolist())
+    _, gone = move_and_retire(search, matrix, valid)
     m = len(matrix)
     after = search.search(matrix, valid, m, queries, 10)
     assert not np.isin(after, gone).any()
     assert recall_at_10(after, matrix, valid, queries) >= 0.9
-
-
-def exact_top(matrix: np.ndarray, valid: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    S = queries @ matrix.T
-    S[:, ~valid] = -np.inf
-    return np.argsort(-S, axis=1, kind="stable")[:, :k]
 
 
 def test_lists_built_in_the_background_take_over_with_what_changed_meanwhile():
@@ -97,12 +102,7 @@ def test_lists_built_in_the_background_take_over_with_what_changed_meanwhile():
     assert search.rebuilding and not search.built
     assert (first == exact_top(matrix[:n], valid[:n], queries, 10)).all()
     # Rows moved, added and removed while the lists were being built reach them.
-    moved = np.arange(0, 1000)
-    matrix[moved] = clustered(1000, dim, seed=2)
-    search.changed(moved.tolist())
-    gone = np.arange(1000, 1500)
-    valid[gone] = False
-    search.removed(gone.tolist())
+    moved, gone = move_and_retire(search, matrix, valid)
     valid[n:n + 2_000] = True
     search.wait()
     after = search.search(matrix, valid, n + 2_000, queries, 10)
