@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,8 +83,7 @@ class VectorSearch:
         self._indexed = 0  # rows below this were looked at by a build or a sync
         self._dirty: dict[int, None] = {}  # an ordered set: oldest marks first
         #: A rebuild running in a thread, and what happened to its rows since it began.
-        self._next: threading.Thread | None = None
-        self._next_result: list = []  # [_Built] or [exception] when the thread is done
+        self._next: Future[_Built] | None = None
         self._changed_since: dict[int, None] = {}
         self._removed_since: list[int] = []
         self._reset_since = False
@@ -136,7 +137,7 @@ class VectorSearch:
         """Until a rebuild running in the background is done (it takes over at the next
         search)."""
         if self._next is not None:
-            self._next.join()
+            wait_for([self._next])
 
     def _train(self, matrix: np.ndarray, rows: np.ndarray) -> _Built:
         """Lists trained on (a sample of) ``rows``, none of them added yet."""
@@ -189,7 +190,7 @@ class VectorSearch:
         self._changed_since.clear()
         self._removed_since.clear()
         self._reset_since = False
-        self._next_result = []
+        future: Future[_Built] = Future()
 
         def build() -> None:
             try:
@@ -198,21 +199,18 @@ class VectorSearch:
                 # Rows the source changes while this reads them are marked and added again.
                 self._add(built, matrix, rows)
                 built.n = n
-                self._next_result.append(built)
+                future.set_result(built)
             except BaseException as e:  # noqa: BLE001 (raised again in the searching thread)
-                self._next_result.append(e)
+                future.set_exception(e)
 
-        self._next = threading.Thread(target=build, name="vector-search-build", daemon=True)
-        self._next.start()
+        # A daemon thread, not an executor's: a worker that stops does not wait for a build.
+        threading.Thread(target=build, name="vector-search-build", daemon=True).start()
+        self._next = future
 
     def _take_over(self) -> None:
         """The rebuilt lists replace the current ones, with what changed since they began."""
-        self._next.join()
-        self._next = None
-        (result,) = self._next_result
-        if isinstance(result, BaseException):
-            raise result
-        built: _Built = result
+        future, self._next = self._next, None
+        built = future.result()  # raises what the build raised
         if self._removed_since:
             built.index.remove_ids(self._faiss.IDSelectorArray(
                 np.asarray(self._removed_since, np.int64)))
@@ -254,7 +252,7 @@ class VectorSearch:
 
             faiss.omp_set_num_threads(1)  # the worker's model process computes on one core
             self._faiss = faiss
-        if self._next is not None and not self._next.is_alive():
+        if self._next is not None and self._next.done():
             self._take_over()
         built = self._built
         if self._next is None and (built is None or built.outgrown
@@ -310,7 +308,7 @@ class VectorSearch:
                 continue
             s = np.hstack([best, q @ np.asarray(matrix[rows], np.float32).T])
             ids = np.hstack([found, np.broadcast_to(rows, (len(q), len(rows)))])
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            top = smallest_per_row(-s, k)
             best, found = np.take_along_axis(s, top, 1), np.take_along_axis(ids, top, 1)
         order = np.argsort(-best, axis=1, kind="stable")
         best, found = np.take_along_axis(best, order, 1), np.take_along_axis(found, order, 1)
